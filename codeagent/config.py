@@ -1,0 +1,69 @@
+"""The agent's configuration model and its parser (sans-I/O).
+
+The legacy file is ``.agent/config.json`` in the workspace. Every key is
+optional; unknown keys are refused so that a typo is reported instead of being
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from codeagent.errors import ConfigError
+from codeagent.jsondoc import parse_document
+
+CONFIG_RELPATH = ".agent/config.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMConfig(_Model):
+    """Where the OpenAI-compatible endpoint is and how to talk to it."""
+
+    base_url: str | None = None
+    api_key: str = "sk-local"
+    model: str = "stub-coder"
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+
+
+class APIConfig(_Model):
+    """The agent's own HTTP API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    token: str | None = None
+
+
+class GitConfig(_Model):
+    """Identity used for the agent's commits."""
+
+    author_name: str = "Code Agent"
+    author_email: str = "codeagent@localhost"
+
+
+class AgentConfig(_Model):
+    """The whole configuration document."""
+
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    api: APIConfig = Field(default_factory=APIConfig)
+    git: GitConfig = Field(default_factory=GitConfig)
+    poll_interval: float = Field(default=1.0, gt=0)
+    max_file_bytes: int = Field(default=1_000_000, gt=0)
+
+
+def parse_config(text: str, source: str = CONFIG_RELPATH) -> AgentConfig:
+    """Parse and validate a JSON config document; errors name the file, field and line."""
+    if not text.strip():
+        return AgentConfig()
+    return parse_document(text, AgentConfig, source, ConfigError)
+
+
+def render_config(config: AgentConfig) -> str:
+    """The JSON text of a config, omitting nothing (used by ``init`` and migration)."""
+    return json.dumps(config.model_dump(mode="json"), indent=2) + "\n"

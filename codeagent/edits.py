@@ -1,0 +1,191 @@
+"""SEARCH/REPLACE edit blocks, as aider defines them: parse and apply (sans-I/O).
+
+An answer holds any number of blocks::
+
+    path/to/file.py
+    ```python
+    <<<<<<< SEARCH
+    old lines
+    =======
+    new lines
+    >>>>>>> REPLACE
+    ```
+
+The file name is the nearest non-fence line above ``<<<<<<< SEARCH`` (a block
+with none reuses the previous block's file). An empty SEARCH creates the file,
+or appends to it when it exists. Otherwise the first exact occurrence of SEARCH
+is replaced; failing that, a match that ignores leading and trailing whitespace
+of each line is tried, and the replacement is re-indented to fit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from codeagent.errors import EditError
+
+_SEARCH = re.compile(r"^\s*<{5,9} SEARCH\s*$")
+_DIVIDER = re.compile(r"^\s*={5,9}\s*$")
+_REPLACE = re.compile(r"^\s*>{5,9} REPLACE\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_LOOKBACK = 3
+
+
+@dataclass(frozen=True, slots=True)
+class EditBlock:
+    """One SEARCH/REPLACE block: ``search`` empty means create or append."""
+
+    path: str
+    search: str
+    replace: str
+    index: int  # 1-based position in the answer, for error messages
+
+
+def _clean_filename(line: str) -> str:
+    name = line.strip()
+    name = name.rstrip(":").strip()
+    name = name.strip("`*#").strip()
+    return name
+
+
+def _find_filename(lines: list[str], at: int) -> str | None:
+    for back in range(1, _LOOKBACK + 1):
+        i = at - back
+        if i < 0:
+            break
+        raw = lines[i]
+        if _FENCE.match(raw):
+            # A fence line may carry a language (```python) or, in some answers, the name itself.
+            rest = _FENCE.sub("", raw).strip()
+            if rest and ("/" in rest or "." in rest):
+                return _clean_filename(rest)
+            continue
+        if not raw.strip():
+            continue
+        name = _clean_filename(raw)
+        if name and " " not in name:
+            return name
+        return None
+    return None
+
+
+def parse_edit_blocks(text: str) -> list[EditBlock]:
+    """Parse every SEARCH/REPLACE block of an LLM answer.
+
+    Raises :class:`EditError` naming the block (1-based) for an unterminated
+    block, a missing divider or a block with no file name.
+    """
+    lines = text.splitlines(keepends=True)
+    blocks: list[EditBlock] = []
+    current_path: str | None = None
+    i = 0
+    while i < len(lines):
+        if not _SEARCH.match(lines[i]):
+            if _DIVIDER.match(lines[i]) or _REPLACE.match(lines[i]):
+                raise EditError(
+                    "marker outside a block (missing '<<<<<<< SEARCH' above it)", block=len(blocks) + 1
+                )
+            i += 1
+            continue
+        index = len(blocks) + 1
+        path = _find_filename(lines, i) or current_path
+        if not path:
+            raise EditError("no file name before '<<<<<<< SEARCH'", block=index)
+        j = i + 1
+        search: list[str] = []
+        while j < len(lines) and not _DIVIDER.match(lines[j]):
+            if _SEARCH.match(lines[j]) or _REPLACE.match(lines[j]):
+                raise EditError("expected '=======' before the next marker", block=index, path=path)
+            search.append(lines[j])
+            j += 1
+        if j >= len(lines):
+            raise EditError("missing '=======' divider", block=index, path=path)
+        j += 1
+        replace: list[str] = []
+        while j < len(lines) and not _REPLACE.match(lines[j]):
+            if _SEARCH.match(lines[j]) or _DIVIDER.match(lines[j]):
+                raise EditError("expected '>>>>>>> REPLACE' before the next marker", block=index, path=path)
+            replace.append(lines[j])
+            j += 1
+        if j >= len(lines):
+            raise EditError("missing '>>>>>>> REPLACE' end marker", block=index, path=path)
+        blocks.append(EditBlock(path=path, search="".join(search), replace="".join(replace), index=index))
+        current_path = path
+        i = j + 1
+    return blocks
+
+
+def _ensure_newline(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def _leading(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _fuzzy_replace(content: str, search: str, replace: str) -> str | None:
+    """Match SEARCH line by line ignoring surrounding whitespace; re-indent REPLACE."""
+    c_lines = content.splitlines(keepends=True)
+    s_lines = search.splitlines()
+    while s_lines and not s_lines[-1].strip():
+        s_lines.pop()
+    while s_lines and not s_lines[0].strip():
+        s_lines.pop(0)
+    if not s_lines:
+        return None
+    wanted = [s.strip() for s in s_lines]
+    n = len(wanted)
+    for start in range(len(c_lines) - n + 1):
+        if all(c_lines[start + k].strip() == wanted[k] for k in range(n)):
+            have = _leading(c_lines[start])
+            had = _leading(s_lines[0])
+            out: list[str] = []
+            for r in _ensure_newline(replace).splitlines(keepends=True):
+                if r.strip() and r.startswith(had):
+                    r = have + r[len(had) :]
+                out.append(r)
+            return "".join(c_lines[:start] + out + c_lines[start + n :])
+    return None
+
+
+def apply_block(content: str | None, block: EditBlock) -> str:
+    """Apply one block to a file's content (``None``: the file does not exist yet)."""
+    if not block.search.strip():
+        if content is None:
+            return block.replace
+        return _ensure_newline(content) + block.replace if content else block.replace
+    if content is None:
+        raise EditError("the file does not exist and SEARCH is not empty", block=block.index, path=block.path)
+    if block.search in content:
+        return content.replace(block.search, block.replace, 1)
+    fuzzy = _fuzzy_replace(content, block.search, block.replace)
+    if fuzzy is None:
+        first = block.search.strip().splitlines()[0][:60]
+        raise EditError(
+            f"SEARCH text not found in the file (first line: {first!r})", block=block.index, path=block.path
+        )
+    return fuzzy
+
+
+def apply_blocks(files: dict[str, str | None], blocks: list[EditBlock]) -> dict[str, str]:
+    """Apply blocks in order to in-memory file contents; return the new content of each touched file.
+
+    ``files`` maps each path to its current content (``None`` when absent). Paths
+    a block names that are missing from ``files`` are treated as absent files.
+    """
+    state: dict[str, str | None] = dict(files)
+    touched: dict[str, str] = {}
+    for block in blocks:
+        new = apply_block(state.get(block.path), block)
+        state[block.path] = new
+        touched[block.path] = new
+    return touched
+
+
+def render_block(path: str, search: str, replace: str) -> str:
+    """Write one block in the canonical form (used by the stub LLM and by tests)."""
+    return (
+        f"{path}\n```\n<<<<<<< SEARCH\n{_ensure_newline(search)}=======\n"
+        f"{_ensure_newline(replace)}>>>>>>> REPLACE\n```\n"
+    )

@@ -1,0 +1,1 @@
+"""Moves a legacy installation (config and on-disk state) to the new formats and back."""
