@@ -73,6 +73,8 @@ class TodoState(_Model):
     error: str | None = None
     commit: str | None = None
     attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -1,7 +1,60 @@
-"""Shared fixtures. Asyncio debug mode is on for every test so a blocking call in async code fails."""
+"""Shared fixtures.
+
+Every event loop the tests create runs in asyncio debug mode with a low
+slow-callback threshold, and a test fails when the asyncio logger reports a
+slow callback on the test's own thread: a blocking call in async code shows
+up as exactly that.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import threading
+from collections.abc import Iterator
+
+import pytest
 
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
+SLOW_CALLBACK_SECONDS = float(os.environ.get("CODEAGENT_SLOW_CALLBACK", "0.1"))
+
+
+class DebugLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """Loops in debug mode with the project's slow-callback threshold."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = super().new_event_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+        return loop
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
+    return DebugLoopPolicy()
+
+
+class _SlowCallbackCatcher(logging.Handler):
+    def __init__(self, thread_id: int) -> None:
+        super().__init__(level=logging.WARNING)
+        self.thread_id = thread_id
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.thread == self.thread_id and "Executing" in message and " took " in message:
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_slow_callbacks() -> Iterator[None]:
+    catcher = _SlowCallbackCatcher(threading.get_ident())
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(catcher)
+    try:
+        yield
+    finally:
+        logger.removeHandler(catcher)
+    if catcher.messages:
+        pytest.fail("slow callback(s) on the event loop (blocking call in async code?):\n" + "\n".join(catcher.messages))

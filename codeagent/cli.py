@@ -1,0 +1,145 @@
+"""The ``codeagent`` command line: run, serve, demo, todo, llm-stub.
+
+Heavy modules are imported inside each command so that ``codeagent --help``
+stays fast and one broken component cannot stop the others' commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Code Agent: an AI coding agent, and the shim that migrates it from a sync loop to asyncio.",
+)
+todo_app = typer.Typer(no_args_is_help=True, help="Manage the todo list of a workspace.")
+app.add_typer(todo_app, name="todo")
+
+WorkspaceOpt = Annotated[
+    Path,
+    typer.Option("--workspace", "-w", help="The git workspace the agent works in.", file_okay=False),
+]
+LLMUrlOpt = Annotated[
+    str | None,
+    typer.Option("--llm-url", help="Base URL of an OpenAI-compatible API (e.g. http://host:port/v1)."),
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"codeagent: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    workspace: WorkspaceOpt = Path("."),
+    llm_url: LLMUrlOpt = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Exit 0 once no todo is pending.")] = False,
+) -> None:
+    """Run the agent loop on a workspace."""
+    from codeagent.errors import AgentError
+    from codeagent.runner import run_workspace
+
+    try:
+        processed = run_workspace(workspace, llm_url=llm_url, until_idle=until_idle)
+    except AgentError as exc:
+        _fail(str(exc))
+    else:
+        typer.echo(f"processed {processed} todo(s)")
+
+
+@app.command()
+def serve(
+    workspace: WorkspaceOpt = Path("."),
+    port: Annotated[int, typer.Option("--port", help="Port of the HTTP API (0 picks a free one).")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Interface of the HTTP API.")] = "127.0.0.1",
+    llm_url: LLMUrlOpt = None,
+) -> None:
+    """Run the agent loop with its HTTP API."""
+    from codeagent.errors import AgentError
+    from codeagent.runner import serve_workspace
+
+    try:
+        serve_workspace(workspace, host=host, port=port, llm_url=llm_url)
+    except AgentError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def demo(
+    workspace: Annotated[
+        Path | None,
+        typer.Option("--workspace", "-w", help="Where to create the sample workspace (new or empty)."),
+    ] = None,
+) -> None:
+    """Copy the sample workspace, start the stub LLM, run every todo, print a summary."""
+    from codeagent.demo import run_demo
+
+    code = run_demo(workspace)
+    raise typer.Exit(code)
+
+
+@todo_app.command("add")
+def todo_add(
+    text: Annotated[str, typer.Argument(help="What to do, in words.")],
+    workspace: WorkspaceOpt = Path("."),
+    file: Annotated[
+        list[str] | None, typer.Option("--file", "-f", help="A file the todo concerns (repeatable).")
+    ] = None,
+) -> None:
+    """Add a todo to a workspace's todo list."""
+    from codeagent.errors import AgentError
+    from codeagent.paths import check_relative_path
+    from legacy.todos import TodoStore
+
+    try:
+        files = [check_relative_path(f) for f in file or []]
+        todo = TodoStore(workspace.resolve()).add(text, files)
+    except (AgentError, ValueError) as exc:
+        _fail(str(exc))
+    else:
+        typer.echo(todo.id)
+
+
+@app.command("llm-stub")
+def llm_stub(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Added latency per request.")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option("--jitter-ms", help="Uniform jitter around the latency.")] = 0.0,
+    fail_rate: Annotated[float, typer.Option("--fail-rate", help="Probability of a fault per request.")] = 0.0,
+    faults: Annotated[
+        str, typer.Option("--faults", help="Fault kinds to draw from: 500,429,hang,reset,malformed,quota.")
+    ] = "500,429,hang,reset,malformed",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the stub's random choices.")] = 0,
+    rules: Annotated[Path | None, typer.Option("--rules", help="A rules file (TOML).")] = None,
+    retry_after: Annotated[float, typer.Option("--retry-after", help="Retry-After seconds on 429.")] = 1.0,
+) -> None:
+    """Serve the OpenAI-compatible stub LLM (HTTP/1.1 and cleartext HTTP/2)."""
+    from codeagent.stub import StubOptions, serve_forever
+
+    kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
+    options = StubOptions(
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        fail_rate=fail_rate,
+        faults=kinds,
+        seed=seed,
+        rules_path=str(rules) if rules else None,
+        retry_after_s=retry_after,
+    )
+    serve_forever(options, host, port)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="codeagent")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Developer sessions: tests, lint, typecheck, unasync, bench, demo.
+
+``nox -s tests`` is the README's test command and what CI runs (after lint,
+typecheck and ``unasync -- --check``). Each session installs the project into
+its own virtualenv, so a fresh machine needs nothing but Python and nox.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "unasync", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+TYPED = ["codeagent", "legacy", "core_async", "core_sync", "bridge", "feature_flags", "migration"]
+COVERED = ["core_async", "core_sync"]
+
+
+def _install(session: nox.Session, extras: str = "dev") -> None:
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite, asyncio debug mode on, coverage of the new components enforced."""
+    _install(session)
+    cov = [f"--cov={pkg}" for pkg in COVERED]
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        *cov,
+        "--cov-report=term-missing:skip-covered",
+        "--cov-fail-under=90",
+        *session.posargs,
+        env={"PYTHONASYNCIODEBUG": "1"},
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the typed packages."""
+    _install(session)
+    session.run("mypy", "--strict", *TYPED)
+
+
+@nox.session
+def unasync(session: nox.Session) -> None:
+    """Regenerate core_sync/ from core_async/ (``-- --check`` only verifies it is current)."""
+    _install(session)
+    session.run("python", "-m", "codeagent.codegen", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Micro-benchmarks (pytest-benchmark); figures, never a gate."""
+    _install(session, "dev,bench")
+    session.run("python", "-m", "pytest", "benchmarks/micro", "--benchmark-only", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The sample workspace end to end with the stub LLM."""
+    _install(session)
+    session.run("codeagent", "demo", *session.posargs)
