@@ -64,7 +64,16 @@ def unasync(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Micro-benchmarks (pytest-benchmark); figures, never a gate."""
     _install(session, "dev,bench")
-    session.run("python", "-m", "pytest", "benchmarks/micro", "--benchmark-only", "-p", "no:cacheprovider", *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "benchmarks/micro",
+        "--benchmark-only",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+    )
 
 
 @nox.session

@@ -20,6 +20,15 @@ app = typer.Typer(
 todo_app = typer.Typer(no_args_is_help=True, help="Manage the todo list of a workspace.")
 app.add_typer(todo_app, name="todo")
 
+
+def _register_flags() -> None:
+    from codeagent.flags_cli import flags_app
+
+    app.add_typer(flags_app, name="flags")
+
+
+_register_flags()
+
 WorkspaceOpt = Annotated[
     Path,
     typer.Option("--workspace", "-w", help="The git workspace the agent works in.", file_okay=False),
@@ -112,7 +121,9 @@ def llm_stub(
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
     latency_ms: Annotated[float, typer.Option("--latency-ms", help="Added latency per request.")] = 0.0,
     jitter_ms: Annotated[float, typer.Option("--jitter-ms", help="Uniform jitter around the latency.")] = 0.0,
-    fail_rate: Annotated[float, typer.Option("--fail-rate", help="Probability of a fault per request.")] = 0.0,
+    fail_rate: Annotated[
+        float, typer.Option("--fail-rate", help="Probability of a fault per request.")
+    ] = 0.0,
     faults: Annotated[
         str, typer.Option("--faults", help="Fault kinds to draw from: 500,429,hang,reset,malformed,quota.")
     ] = "500,429,hang,reset,malformed",

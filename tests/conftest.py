@@ -20,19 +20,17 @@ os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
 SLOW_CALLBACK_SECONDS = float(os.environ.get("CODEAGENT_SLOW_CALLBACK", "0.1"))
 
 
-class DebugLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """Loops in debug mode with the project's slow-callback threshold."""
-
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        loop = super().new_event_loop()
-        loop.set_debug(True)
-        loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
-        return loop
+def debug_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop in debug mode with the project's slow-callback threshold."""
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+    return loop
 
 
-@pytest.fixture(scope="session")
-def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
-    return DebugLoopPolicy()
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """Every async test runs on a debug-mode loop."""
+    return {"debug": debug_loop}
 
 
 class _SlowCallbackCatcher(logging.Handler):
@@ -57,4 +55,7 @@ def _fail_on_slow_callbacks() -> Iterator[None]:
     finally:
         logger.removeHandler(catcher)
     if catcher.messages:
-        pytest.fail("slow callback(s) on the event loop (blocking call in async code?):\n" + "\n".join(catcher.messages))
+        pytest.fail(
+            "slow callback(s) on the event loop (blocking call in async code?):\n"
+            + "\n".join(catcher.messages)
+        )
