@@ -43,6 +43,7 @@ def run_demo(workspace: Path | None = None, console: Console | None = None) -> i
     """Create the sample workspace, run the legacy loop on it until idle; 0 when every todo is done."""
     from codeagent.sample import create_sample_workspace
     from codeagent.stub import StubServer
+    from codeagent.workspace_lock import hold_workspace
     from legacy.wiring import build_agent
 
     console = console or Console()
@@ -50,7 +51,7 @@ def run_demo(workspace: Path | None = None, console: Console | None = None) -> i
     dest = dest.expanduser().resolve()
     todos = create_sample_workspace(dest)
     console.print(f"sample workspace: {dest} ({len(todos)} todos)")
-    with StubServer() as stub:
+    with hold_workspace(dest, "legacy"), StubServer() as stub:
         console.print(f"stub LLM: {stub.url}")
         agent = build_agent(dest, llm_url=stub.url)
         started = time.perf_counter()

@@ -27,6 +27,7 @@ from codeagent.errors import EditError
 
 _SEARCH = re.compile(r"^\s*<{5,9} SEARCH\s*$")
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
+_EXACT_DIVIDER = re.compile(r"^={7}\s*$")
 _REPLACE = re.compile(r"^\s*>{5,9} REPLACE\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _LOOKBACK = 3
@@ -82,7 +83,7 @@ def parse_edit_blocks(text: str) -> list[EditBlock]:
     i = 0
     while i < len(lines):
         if not _SEARCH.match(lines[i]):
-            if _DIVIDER.match(lines[i]) or _REPLACE.match(lines[i]):
+            if _REPLACE.match(lines[i]):
                 raise EditError(
                     "marker outside a block (missing '<<<<<<< SEARCH' above it)", block=len(blocks) + 1
                 )
@@ -92,28 +93,45 @@ def parse_edit_blocks(text: str) -> list[EditBlock]:
         path = _find_filename(lines, i) or current_path
         if not path:
             raise EditError("no file name before '<<<<<<< SEARCH'", block=index)
-        j = i + 1
-        search: list[str] = []
-        while j < len(lines) and not _DIVIDER.match(lines[j]):
-            if _SEARCH.match(lines[j]) or _REPLACE.match(lines[j]):
-                raise EditError("expected '=======' before the next marker", block=index, path=path)
-            search.append(lines[j])
-            j += 1
-        if j >= len(lines):
-            raise EditError("missing '=======' divider", block=index, path=path)
-        j += 1
-        replace: list[str] = []
-        while j < len(lines) and not _REPLACE.match(lines[j]):
-            if _SEARCH.match(lines[j]) or _DIVIDER.match(lines[j]):
-                raise EditError("expected '>>>>>>> REPLACE' before the next marker", block=index, path=path)
-            replace.append(lines[j])
-            j += 1
-        if j >= len(lines):
+        end = _block_end(lines, i + 1)
+        if end is None:
             raise EditError("missing '>>>>>>> REPLACE' end marker", block=index, path=path)
+        divider = _divider(lines, i + 1, end)
+        if divider is None:
+            raise EditError("missing '=======' divider", block=index, path=path)
+        search = lines[i + 1 : divider]
+        replace = lines[divider + 1 : end]
+        j = end
         blocks.append(EditBlock(path=path, search="".join(search), replace="".join(replace), index=index))
         current_path = path
         i = j + 1
     return blocks
+
+
+def _block_end(lines: list[str], start: int) -> int | None:
+    """Index of the block's ``>>>>>>> REPLACE`` line; a new SEARCH before it is an error."""
+    for k in range(start, len(lines)):
+        if _REPLACE.match(lines[k]):
+            return k
+        if _SEARCH.match(lines[k]):
+            return None
+    return None
+
+
+def _divider(lines: list[str], start: int, end: int) -> int | None:
+    """Index of the divider between ``start`` and ``end``.
+
+    The canonical divider is exactly seven ``=``; looser runs of 5 to 9 are
+    accepted only when no canonical one is present, so a file line such as
+    ``=====`` inside SEARCH is not mistaken for the divider.
+    """
+    loose: int | None = None
+    for k in range(start, end):
+        if _EXACT_DIVIDER.match(lines[k]):
+            return k
+        if loose is None and _DIVIDER.match(lines[k]):
+            loose = k
+    return loose
 
 
 def _ensure_newline(text: str) -> str:

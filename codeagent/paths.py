@@ -18,7 +18,8 @@ def check_relative_path(path: str) -> str:
     """Return the normalised relative path, or raise :class:`WorkspaceViolation`.
 
     Refuses empty paths, absolute paths (POSIX or Windows style), any ``..``
-    component, NUL bytes, and anything inside ``.git``.
+    component, NUL bytes, and anything inside ``.git`` or the agent's own
+    state directory ``.agent``.
     """
     if not path or not path.strip():
         raise WorkspaceViolation(path, "empty path")
@@ -34,6 +35,8 @@ def check_relative_path(path: str) -> str:
         raise WorkspaceViolation(path, "path names the workspace itself")
     if parts[0].lower() == ".git":
         raise WorkspaceViolation(path, "writes into .git/ are not allowed")
+    if parts[0] == STATE_DIR:
+        raise WorkspaceViolation(path, f"{STATE_DIR}/ holds the agent's own state and is not editable")
     return "/".join(parts)
 
 
@@ -43,5 +46,8 @@ def check_resolved(root_real: str, target_real: str, path: str) -> None:
     if not (target_real + "/").startswith(root) or target_real == root_real:
         raise WorkspaceViolation(path, "resolves outside the workspace (symlink?)")
     inner = target_real[len(root) :]
-    if inner.split("/", 1)[0].lower() == ".git":
+    first = inner.split("/", 1)[0]
+    if first.lower() == ".git":
         raise WorkspaceViolation(path, "resolves into .git/")
+    if first == STATE_DIR:
+        raise WorkspaceViolation(path, f"resolves into {STATE_DIR}/")

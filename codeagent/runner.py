@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from codeagent.errors import ConfigError
+from codeagent.workspace_lock import hold_workspace
 
 
 def _check_workspace(workspace: Path) -> Path:
@@ -64,7 +65,7 @@ def run_workspace(workspace: Path, *, llm_url: str | None = None, until_idle: bo
     from legacy.wiring import build_agent
 
     root = _check_workspace(workspace)
-    with llm_endpoint(root, llm_url) as url:
+    with hold_workspace(root, "legacy"), llm_endpoint(root, llm_url) as url:
         agent = build_agent(root, llm_url=url)
         try:
             with _stop_on_signals() as stop:
@@ -79,10 +80,16 @@ def serve_workspace(workspace: Path, *, host: str, port: int, llm_url: str | Non
     from legacy.wiring import build_agent
 
     root = _check_workspace(workspace)
-    with llm_endpoint(root, llm_url) as url:
+    with hold_workspace(root, "legacy"), llm_endpoint(root, llm_url) as url:
         agent = build_agent(root, llm_url=url)
         api = LegacyAPIServer(
-            agent.todos, agent.status, agent.checkpoints, host=host, port=port, token=agent.config.api.token
+            agent.todos,
+            agent.status,
+            agent.checkpoints,
+            host=host,
+            port=port,
+            token=agent.config.api.token,
+            on_todo_added=lambda _todo: agent.wake(),
         )
         api.start()
         print(f"codeagent: API listening on {api.url}", file=sys.stderr, flush=True)

