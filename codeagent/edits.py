@@ -14,7 +14,7 @@ An answer holds any number of blocks::
 The file name is the nearest non-fence line above ``<<<<<<< SEARCH`` (a block
 with none reuses the previous block's file). An empty SEARCH creates the file,
 or appends to it when it exists. Otherwise the first exact occurrence of SEARCH
-is replaced; failing that, a match that ignores leading and trailing whitespace
+(starting at the beginning of a line) is replaced; failing that, a match that ignores leading and trailing whitespace
 of each line is tried, and the replacement is re-indented to fit.
 """
 
@@ -167,6 +167,14 @@ def _fuzzy_replace(content: str, search: str, replace: str) -> str | None:
     return None
 
 
+def _line_aligned_find(content: str, search: str) -> int:
+    """First occurrence of ``search`` that starts at the beginning of a line, or -1."""
+    at = content.find(search)
+    while at > 0 and content[at - 1] != "\n":
+        at = content.find(search, at + 1)
+    return at
+
+
 def apply_block(content: str | None, block: EditBlock) -> str:
     """Apply one block to a file's content (``None``: the file does not exist yet)."""
     if not block.search.strip():
@@ -175,8 +183,9 @@ def apply_block(content: str | None, block: EditBlock) -> str:
         return _ensure_newline(content) + block.replace if content else block.replace
     if content is None:
         raise EditError("the file does not exist and SEARCH is not empty", block=block.index, path=block.path)
-    if block.search in content:
-        return content.replace(block.search, block.replace, 1)
+    at = _line_aligned_find(content, block.search)
+    if at >= 0:
+        return content[:at] + block.replace + content[at + len(block.search) :]
     fuzzy = _fuzzy_replace(content, block.search, block.replace)
     if fuzzy is None:
         first = block.search.strip().splitlines()[0][:60]
