@@ -15,6 +15,7 @@ tracked background task under a timeout, so it adds no latency to the call.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import shutil
 import time
@@ -95,7 +96,7 @@ class Dispatcher:
         self._executor = ThreadPoolExecutor(max_workers=legacy_threads, thread_name_prefix="legacy")
         self._background: set[asyncio.Task[None]] = set()
 
-    def _count(self, component: str) -> BridgeCounters:
+    def count(self, component: str) -> BridgeCounters:
         counters = self.counters.get(component)
         if counters is None:
             counters = self.counters[component] = BridgeCounters()
@@ -103,7 +104,7 @@ class Dispatcher:
 
     # -- comparison ---------------------------------------------------------------------------
 
-    def _compare(
+    def compare(
         self,
         component: str,
         operation: str,
@@ -112,13 +113,14 @@ class Dispatcher:
         new: Outcome,
         normalize: Callable[[Any], Any],
     ) -> bool:
-        same = legacy.comparable(normalize) == new.comparable(normalize)
+        """Compare the two paths' outcomes; record health, count and log a mismatch. True when equal."""
+        same: bool = legacy.comparable(normalize) == new.comparable(normalize)
         if new.error is not None and legacy.error is None:
             self.monitor.record(component, ERROR)
         else:
             self.monitor.record(component, OK if same else MISMATCH)
         if not same:
-            self._count(component).mismatches += 1
+            self.count(component).mismatches += 1
             self.mismatches.record(
                 Mismatch(
                     component=component,
@@ -136,7 +138,8 @@ class Dispatcher:
     # -- sync face ------------------------------------------------------------------------------
 
     @staticmethod
-    def _run(fn: Callable[[], T]) -> Outcome:
+    def run_timed(fn: Callable[[], T]) -> Outcome:
+        """Run ``fn``, catching its exception, timing it."""
         start = time.perf_counter()
         try:
             value = fn()
@@ -158,13 +161,13 @@ class Dispatcher:
     ) -> T:
         """Route one call from the sync face (the legacy loop)."""
         decision = self.router.decide(component)
-        counters = self._count(component)
+        counters = self.count(component)
         if decision.route is Route.LEGACY:
             counters.legacy += 1
             return legacy()
         if decision.route is Route.NEW:
             counters.new += 1
-            outcome = self._run(new)
+            outcome = self.run_timed(new)
             self.monitor.record(component, ERROR if outcome.error else OK)
             if outcome.error is not None:
                 raise outcome.error
@@ -173,20 +176,20 @@ class Dispatcher:
         serve_new = decision.serve == "new"
         if write is None:
             first, second = (new, legacy) if serve_new else (legacy, new)
-            served, other = self._run(first), self._run(second)
+            served, other = self.run_timed(first), self.run_timed(second)
             lo, no = (other, served) if serve_new else (served, other)
-            self._compare(component, operation, decision.serve, lo, no, normalize)
+            self.compare(component, operation, decision.serve, lo, no, normalize)
         else:
             assert legacy_on is not None and new_on is not None, "write shadow needs scratch runners"
             scratch = write.prepare()
             try:
-                served = self._run(new if serve_new else legacy)
+                served = self.run_timed(new if serve_new else legacy)
                 cand_fn = legacy_on if serve_new else new_on
-                other = self._run(lambda: cand_fn(scratch))
+                other = self.run_timed(lambda: cand_fn(scratch))
                 real = Outcome(value=write.digest_real(), error=served.error, ms=served.ms)
                 copy = Outcome(value=write.digest_scratch(scratch), error=other.error, ms=other.ms)
                 lo, no = (copy, real) if serve_new else (real, copy)
-                self._compare(component, operation, decision.serve, lo, no, normalize)
+                self.compare(component, operation, decision.serve, lo, no, normalize)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         if served.error is not None:
@@ -195,7 +198,8 @@ class Dispatcher:
 
     # -- async face -----------------------------------------------------------------------------
 
-    async def _arun(self, coro_fn: Callable[[], Awaitable[T]]) -> Outcome:
+    async def arun_timed(self, coro_fn: Callable[[], Awaitable[T]]) -> Outcome:
+        """Await ``coro_fn()``, catching its exception, timing it."""
         start = time.perf_counter()
         try:
             value = await coro_fn()
@@ -205,8 +209,6 @@ class Dispatcher:
 
     async def off_loop(self, fn: Callable[[], T]) -> T:
         """Run blocking (legacy) code on the bridge's thread pool, keeping context variables."""
-        import contextvars
-
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, ctx.run, fn)
@@ -225,13 +227,13 @@ class Dispatcher:
     ) -> T:
         """Route one call from the async face (the async core)."""
         decision = self.router.decide(component)
-        counters = self._count(component)
+        counters = self.count(component)
         if decision.route is Route.LEGACY:
             counters.legacy += 1
             return await self.off_loop(legacy)
         if decision.route is Route.NEW:
             counters.new += 1
-            outcome = await self._arun(new)
+            outcome = await self.arun_timed(new)
             self.monitor.record(component, ERROR if outcome.error else OK)
             if outcome.error is not None:
                 raise outcome.error
@@ -244,8 +246,8 @@ class Dispatcher:
 
         if write is None:
             served_fn, cand_fn = (new, legacy_async) if serve_new else (legacy_async, new)
-            candidate = asyncio.ensure_future(self._arun(cand_fn))
-            served = await self._arun(served_fn)
+            candidate = asyncio.ensure_future(self.arun_timed(cand_fn))
+            served = await self.arun_timed(served_fn)
             self._finish_later(component, operation, decision.serve, serve_new, served, candidate, normalize)
         else:
             assert legacy_on is not None and new_on is not None, "write shadow needs scratch runners"
@@ -258,8 +260,8 @@ class Dispatcher:
                 return await new_on(scratch)
 
             served_fn2, cand_fn2 = (new, legacy_scratch) if serve_new else (legacy_async, new_scratch)
-            candidate = asyncio.ensure_future(self._arun(cand_fn2))
-            served = await self._arun(served_fn2)
+            candidate = asyncio.ensure_future(self.arun_timed(cand_fn2))
+            served = await self.arun_timed(served_fn2)
             real_digest = await self.off_loop(write.digest_real)
             real = Outcome(value=real_digest, error=served.error, ms=served.ms)
 
@@ -269,14 +271,13 @@ class Dispatcher:
                 except TimeoutError:
                     counters.candidate_timeouts += 1
                     self.monitor.record(component, ERROR if not serve_new else OK)
+                    await self.off_loop(lambda: shutil.rmtree(scratch, ignore_errors=True))
                     return
-                finally:
-                    pass
                 try:
                     digest = await self.off_loop(lambda: write.digest_scratch(scratch))
                     copy = Outcome(value=digest, error=other.error, ms=other.ms)
                     lo, no = (copy, real) if serve_new else (real, copy)
-                    self._compare(component, operation, decision.serve, lo, no, normalize)
+                    self.compare(component, operation, decision.serve, lo, no, normalize)
                 finally:
                     await self.off_loop(lambda: shutil.rmtree(scratch, ignore_errors=True))
 
@@ -299,11 +300,11 @@ class Dispatcher:
             try:
                 other = await asyncio.wait_for(candidate, self.shadow_timeout)
             except TimeoutError:
-                self._count(component).candidate_timeouts += 1
+                self.count(component).candidate_timeouts += 1
                 self.monitor.record(component, ERROR if not serve_new else OK)
                 return
             lo, no = (other, served) if serve_new else (served, other)
-            self._compare(component, operation, serve, lo, no, normalize)
+            self.compare(component, operation, serve, lo, no, normalize)
 
         self._track(finish())
 
