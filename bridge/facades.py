@@ -128,7 +128,7 @@ class SyncStatusFacade(_Facade[SyncStatusStore, SyncStatusStore]):
     component = "status"
 
     def load(self) -> StatusFile:
-        return self.d.call("status", "load", self.legacy.load, self.new.load)
+        return self.d.call("status", "load", self.legacy.load, self.new.load, normalize=without_timestamps)
 
     def set_todo(self, todo_id: str, state: TodoState) -> None:
         self.d.call(
@@ -160,7 +160,9 @@ class AsyncStatusFacade(_Facade[SyncStatusStore, AsyncStatusStore]):
 
     async def load(self) -> StatusFile:
         """The status document, from the path the flags choose."""
-        return await self.d.acall("status", "load", self.legacy.load, self.new.load)
+        return await self.d.acall(
+            "status", "load", self.legacy.load, self.new.load, normalize=without_timestamps
+        )
 
     async def set_todo(self, todo_id: str, state: TodoState) -> None:
         """Record one todo's state through the path the flags choose."""

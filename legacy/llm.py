@@ -103,6 +103,7 @@ class LLMClient:
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         max_retry_after: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -113,6 +114,7 @@ class LLMClient:
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
         self._client = httpx.Client(
+            transport=transport,
             timeout=httpx.Timeout(timeout),
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
         )

@@ -1,0 +1,241 @@
+"""Build either loop with every component behind its facade.
+
+``build_routed_legacy_agent`` gives the legacy ``while True`` loop sync
+facades whose new path is the generated ``core_sync`` twin;
+``build_routed_async_agent`` gives the async core async facades whose legacy
+path runs off the event loop. The config component is routed once, at build
+time (it is read at start-up; hot reload belongs to the kernel).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import core_async.checkpoints as a_checkpoints
+import core_async.config as a_config
+import core_async.files as a_files
+import core_async.git as a_git
+import core_async.llm as a_llm
+import core_async.llm_transport as a_transport
+import core_async.status as a_status
+import core_async.todos as a_todos
+import core_sync.checkpoints as s_checkpoints
+import core_sync.config as s_config
+import core_sync.files as s_files
+import core_sync.git as s_git
+import core_sync.llm as s_llm
+import core_sync.llm_transport as s_transport
+import core_sync.status as s_status
+import core_sync.todos as s_todos
+import legacy.checkpoints as l_checkpoints
+import legacy.config as l_config
+import legacy.files as l_files
+import legacy.git as l_git
+import legacy.llm as l_llm
+import legacy.status as l_status
+import legacy.todos as l_todos
+from bridge.facades import (
+    AsyncCheckpointsFacade,
+    AsyncFilesFacade,
+    AsyncGitFacade,
+    AsyncStatusFacade,
+    AsyncTodosFacade,
+    SyncCheckpointsFacade,
+    SyncFilesFacade,
+    SyncGitFacade,
+    SyncStatusFacade,
+    SyncTodosFacade,
+)
+from bridge.llm_facade import AsyncLLMFacade, SyncLLMFacade
+from bridge.llm_replay import (
+    AsyncRecordingTransport,
+    AsyncReplayTransport,
+    RecordingTransport,
+    ReplayTransport,
+)
+from bridge.runtime import BridgeRuntime
+from codeagent.config import CONFIG_RELPATH, AgentConfig
+from codeagent.errors import ConfigError
+from core_async.agent import AsyncAgent
+from legacy.agent import LegacyAgent
+
+_NO_BACKOFF: dict[str, Any] = {"backoff_base": 0.0, "backoff_max": 0.0, "max_retry_after": 0.0}
+
+
+def _base_url(config: AgentConfig, llm_url: str | None) -> str:
+    base_url = llm_url or config.llm.base_url
+    if not base_url:
+        raise ConfigError(
+            CONFIG_RELPATH, "no LLM endpoint: set llm.base_url or pass an LLM URL", field="llm.base_url"
+        )
+    return base_url
+
+
+def _llm_args(config: AgentConfig, base_url: str) -> dict[str, Any]:
+    c = config.llm
+    return {
+        "base_url": base_url,
+        "api_key": c.api_key,
+        "model": c.model,
+        "timeout": c.timeout,
+        "max_retries": c.max_retries,
+        "temperature": c.temperature,
+    }
+
+
+def build_routed_legacy_agent(root: Path, runtime: BridgeRuntime, llm_url: str | None = None) -> LegacyAgent:
+    """The legacy loop with every component routed (new path: the generated sync twins)."""
+    d = runtime.dispatcher
+    config: AgentConfig = d.call(
+        "config", "load", lambda: l_config.load_config(root), lambda: s_config.load_config(root)
+    )
+    args = _llm_args(config, _base_url(config, llm_url))
+    name, email, max_bytes = config.git.author_name, config.git.author_email, config.max_file_bytes
+    llm = SyncLLMFacade(
+        d,
+        l_llm.LLMClient(**args, transport=RecordingTransport(httpx.HTTPTransport())),
+        s_llm.SyncLLMClient(**args, pool=s_transport.SyncEndpointPool(wrap_transport=RecordingTransport)),
+        l_llm.LLMClient(**args, **_NO_BACKOFF, transport=ReplayTransport()),
+        s_llm.SyncLLMClient(
+            **args,
+            **_NO_BACKOFF,
+            pool=s_transport.SyncEndpointPool(wrap_transport=lambda _t: ReplayTransport()),
+        ),
+    )
+    return LegacyAgent(
+        root,
+        config,
+        todos=SyncTodosFacade(
+            d,
+            root,
+            l_todos.TodoStore(root),
+            s_todos.SyncTodoJsonStore(root),
+            l_todos.TodoStore,
+            s_todos.SyncTodoJsonStore,
+        ),
+        status=SyncStatusFacade(
+            d,
+            root,
+            l_status.StatusStore(root),
+            s_status.SyncStatusJsonStore(root),
+            l_status.StatusStore,
+            s_status.SyncStatusJsonStore,
+        ),
+        checkpoints=SyncCheckpointsFacade(
+            d,
+            root,
+            l_checkpoints.CheckpointStore(root),
+            s_checkpoints.SyncCheckpointJsonStore(root),
+            l_checkpoints.CheckpointStore,
+            s_checkpoints.SyncCheckpointJsonStore,
+        ),
+        files=SyncFilesFacade(
+            d,
+            root,
+            l_files.Files(root, max_bytes),
+            s_files.SyncWorkspaceFiles(root, max_bytes),
+            lambda r: l_files.Files(r, max_bytes),
+            lambda r: s_files.SyncWorkspaceFiles(r, max_bytes),
+        ),
+        git=SyncGitFacade(
+            d,
+            root,
+            l_git.GitRepo(root, name, email),
+            s_git.SyncGitRepo(root, name, email),
+            lambda r: l_git.GitRepo(r, name, email),
+            lambda r: s_git.SyncGitRepo(r, name, email),
+        ),
+        llm=llm,
+    )
+
+
+async def build_routed_async_agent(
+    root: Path,
+    runtime: BridgeRuntime,
+    llm_url: str | None = None,
+    *,
+    pool: a_transport.AsyncEndpointPool | None = None,
+) -> AsyncAgent:
+    """The async core's agent with every component routed (legacy path: off the event loop).
+
+    ``pool`` is the shared pool of the served new-path LLM client; it must
+    have been created with ``wrap_transport=AsyncRecordingTransport`` for
+    shadow runs to record (one is made when none is given).
+    """
+    d = runtime.dispatcher
+
+    async def new_config() -> AgentConfig:
+        return await a_config.load_config(root)
+
+    config: AgentConfig = await d.acall("config", "load", lambda: l_config.load_config(root), new_config)
+    args = _llm_args(config, _base_url(config, llm_url))
+    name, email, max_bytes = config.git.author_name, config.git.author_email, config.max_file_bytes
+
+    def legacy_clients() -> tuple[l_llm.LLMClient, l_llm.LLMClient]:
+        # httpx builds its TLS context in the constructor: done off the loop.
+        return (
+            l_llm.LLMClient(**args, transport=RecordingTransport(httpx.HTTPTransport())),
+            l_llm.LLMClient(**args, **_NO_BACKOFF, transport=ReplayTransport()),
+        )
+
+    legacy_llm, legacy_replay = await d.off_loop(legacy_clients)
+    served_pool = pool or a_transport.AsyncEndpointPool(wrap_transport=AsyncRecordingTransport)
+    llm = AsyncLLMFacade(
+        d,
+        legacy_llm,
+        a_llm.AsyncLLMClient(**args, pool=served_pool),
+        legacy_replay,
+        a_llm.AsyncLLMClient(
+            **args,
+            **_NO_BACKOFF,
+            pool=a_transport.AsyncEndpointPool(wrap_transport=lambda _t: AsyncReplayTransport()),
+        ),
+    )
+    return AsyncAgent(
+        root,
+        config,
+        todos=AsyncTodosFacade(
+            d,
+            root,
+            l_todos.TodoStore(root),
+            a_todos.AsyncTodoJsonStore(root),
+            l_todos.TodoStore,
+            a_todos.AsyncTodoJsonStore,
+        ),
+        status=AsyncStatusFacade(
+            d,
+            root,
+            l_status.StatusStore(root),
+            a_status.AsyncStatusJsonStore(root),
+            l_status.StatusStore,
+            a_status.AsyncStatusJsonStore,
+        ),
+        checkpoints=AsyncCheckpointsFacade(
+            d,
+            root,
+            l_checkpoints.CheckpointStore(root),
+            a_checkpoints.AsyncCheckpointJsonStore(root),
+            l_checkpoints.CheckpointStore,
+            a_checkpoints.AsyncCheckpointJsonStore,
+        ),
+        files=AsyncFilesFacade(
+            d,
+            root,
+            l_files.Files(root, max_bytes),
+            a_files.AsyncWorkspaceFiles(root, max_bytes),
+            lambda r: l_files.Files(r, max_bytes),
+            lambda r: a_files.AsyncWorkspaceFiles(r, max_bytes),
+        ),
+        git=AsyncGitFacade(
+            d,
+            root,
+            l_git.GitRepo(root, name, email),
+            a_git.AsyncGitRepo(root, name, email),
+            lambda r: l_git.GitRepo(r, name, email),
+            lambda r: a_git.AsyncGitRepo(r, name, email),
+        ),
+        llm=llm,
+    )
