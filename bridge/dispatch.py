@@ -167,11 +167,13 @@ class Dispatcher:
             return legacy()
         if decision.route is Route.NEW:
             counters.new += 1
-            outcome = self.run_timed(new)
-            self.monitor.record(component, ERROR if outcome.error else OK)
-            if outcome.error is not None:
-                raise outcome.error
-            return outcome.value  # type: ignore[no-any-return]
+            try:
+                value = new()
+            except Exception:
+                self.monitor.record(component, ERROR)
+                raise
+            self.monitor.record(component, OK)
+            return value
         counters.shadow += 1
         serve_new = decision.serve == "new"
         if write is None:
@@ -233,11 +235,13 @@ class Dispatcher:
             return await self.off_loop(legacy)
         if decision.route is Route.NEW:
             counters.new += 1
-            outcome = await self.arun_timed(new)
-            self.monitor.record(component, ERROR if outcome.error else OK)
-            if outcome.error is not None:
-                raise outcome.error
-            return outcome.value  # type: ignore[no-any-return]
+            try:
+                value = await new()
+            except Exception:
+                self.monitor.record(component, ERROR)
+                raise
+            self.monitor.record(component, OK)
+            return value
         counters.shadow += 1
         serve_new = decision.serve == "new"
 

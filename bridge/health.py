@@ -41,15 +41,35 @@ class RollbackVerdict:
 RollbackAction = Callable[[RollbackVerdict], None]
 
 
+class _Health:
+    """One component's window of recent outcomes with running counts, and its totals."""
+
+    __slots__ = ("calls", "errors", "mismatches", "outcomes", "rollback", "total_errors", "total_mismatches")
+
+    def __init__(self) -> None:
+        self.outcomes: deque[int] = deque()
+        self.errors = self.mismatches = 0
+        self.calls = self.total_errors = self.total_mismatches = 0
+        self.rollback = "armed"
+
+    def reset_window(self) -> None:
+        self.outcomes.clear()
+        self.errors = self.mismatches = 0
+        self.rollback = "armed"
+
+
 class HealthMonitor:
-    """Counts outcomes of new-path calls per component and triggers rollback."""
+    """Counts outcomes of new-path calls per component and triggers rollback.
+
+    Recording is O(1): the window keeps running error and mismatch counts, and
+    an ``OK`` on a clean window returns before any judgement.
+    """
 
     def __init__(self, store: FlagStore, on_rollback: RollbackAction | None = None) -> None:
         self.store = store
         self.on_rollback = on_rollback
         self._lock = threading.Lock()
-        self._windows: dict[str, deque[int]] = {}
-        self._totals: dict[str, ComponentHealth] = {}
+        self._health: dict[str, _Health] = {}
         self._tripped: dict[str, RollbackVerdict] = {}
         store.subscribe(self._on_flags_changed)
 
@@ -57,41 +77,50 @@ class HealthMonitor:
         with self._lock:
             for name in set(old.components) | set(new.components):
                 if old.flag(name).mode != new.flag(name).mode:
-                    self._windows.pop(name, None)
                     self._tripped.pop(name, None)
-                    health = self._totals.get(name)
+                    health = self._health.get(name)
                     if health is not None:
-                        health.rollback = "armed"
+                        health.reset_window()
 
     def record(self, component: str, outcome: int) -> None:
         """Record one outcome (``OK``, ``ERROR`` or ``MISMATCH``) of the new path."""
         policy = self.store.flags.rollback
-        verdict: RollbackVerdict | None = None
         with self._lock:
-            window = self._windows.get(component)
-            if window is None or window.maxlen != policy.window:
-                window = deque(window or (), maxlen=policy.window)
-                self._windows[component] = window
+            h = self._health.get(component)
+            if h is None:
+                h = self._health[component] = _Health()
+            window = h.outcomes
             window.append(outcome)
-            totals = self._totals.setdefault(component, ComponentHealth())
-            totals.calls += 1
-            totals.errors += outcome == ERROR
-            totals.mismatches += outcome == MISMATCH
-            if policy.enabled and component not in self._tripped and len(window) >= policy.min_samples:
-                verdict = self._judge(component, window, policy.max_error_rate, policy.max_mismatch_rate)
-                if verdict is not None:
-                    self._tripped[component] = verdict
-                    totals.rollback = f"rolled back: {verdict.reason}"
-        if verdict is not None:
-            log.warning("automatic rollback of %s: %s", component, verdict.reason)
-            if self.on_rollback is not None:
-                self.on_rollback(verdict)
+            h.calls += 1
+            if outcome == ERROR:
+                h.errors += 1
+                h.total_errors += 1
+            elif outcome == MISMATCH:
+                h.mismatches += 1
+                h.total_mismatches += 1
+            while len(window) > policy.window:
+                old = window.popleft()
+                if old == ERROR:
+                    h.errors -= 1
+                elif old == MISMATCH:
+                    h.mismatches -= 1
+            if not (h.errors or h.mismatches) or len(window) < policy.min_samples or not policy.enabled:
+                return
+            if component in self._tripped:
+                return
+            verdict = self._judge(component, h, policy.max_error_rate, policy.max_mismatch_rate)
+            if verdict is None:
+                return
+            self._tripped[component] = verdict
+            h.rollback = f"rolled back: {verdict.reason}"
+        log.warning("automatic rollback of %s: %s", component, verdict.reason)
+        if self.on_rollback is not None:
+            self.on_rollback(verdict)
 
     @staticmethod
-    def _judge(component: str, window: deque[int], max_err: float, max_mis: float) -> RollbackVerdict | None:
-        samples = len(window)
-        errors = sum(1 for o in window if o == ERROR)
-        mismatches = sum(1 for o in window if o == MISMATCH)
+    def _judge(component: str, h: _Health, max_err: float, max_mis: float) -> RollbackVerdict | None:
+        samples = len(h.outcomes)
+        errors, mismatches = h.errors, h.mismatches
         error_rate, mismatch_rate = errors / samples, mismatches / samples
         if error_rate > max_err:
             reason = f"error rate {error_rate:.1%} > {max_err:.1%} over {samples} calls"
@@ -105,8 +134,8 @@ class HealthMonitor:
         """A copy of the totals per component (for ``flags show`` and metrics)."""
         with self._lock:
             return {
-                k: ComponentHealth(v.calls, v.errors, v.mismatches, v.rollback)
-                for k, v in self._totals.items()
+                k: ComponentHealth(v.calls, v.total_errors, v.total_mismatches, v.rollback)
+                for k, v in self._health.items()
             }
 
     def tripped(self, component: str) -> RollbackVerdict | None:

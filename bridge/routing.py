@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from codeagent.context import current_todo
-from feature_flags import FlagStore, Mode
+from feature_flags import FlagSet, FlagStore, Mode
 
 
 class Route(Enum):
@@ -49,14 +49,26 @@ class Router:
     def __init__(self, store: FlagStore, rng: random.Random | None = None) -> None:
         self.store = store
         self._rng = rng or random.Random()
+        self._seen: FlagSet | None = None
+        self._fixed: dict[str, Decision] = {}
 
     def decide(self, component: str, todo_id: str | None = None) -> Decision:
         """Route one call of ``component`` (``todo_id`` defaults to the current todo's)."""
-        flag = self.store.flags.flag(component)
+        flags = self.store.flags
+        if flags is not self._seen:
+            # A new snapshot: forget the decisions that only depended on the old one.
+            self._fixed = {}
+            self._seen = flags
+        fixed = self._fixed.get(component)
+        if fixed is not None:
+            return fixed
+        flag = flags.flag(component)
         mode = flag.mode
         if mode is Mode.LEGACY:
+            self._fixed[component] = _LEGACY
             return _LEGACY
         if mode is Mode.NEW:
+            self._fixed[component] = _NEW
             return _NEW
         if mode is Mode.CANARY:
             todo = todo_id if todo_id is not None else current_todo.get()
