@@ -131,19 +131,22 @@ def llm_stub(
     retry_after: Annotated[float, typer.Option("--retry-after", help="Retry-After seconds on 429.")] = 1.0,
 ) -> None:
     """Serve the OpenAI-compatible stub LLM (HTTP/1.1 and cleartext HTTP/2)."""
-    from codeagent.stub import StubOptions, serve_forever
+    from codeagent.stub import RulesError, StubOptions, serve_forever
 
     kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
-    options = StubOptions(
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
-        fail_rate=fail_rate,
-        faults=kinds,
-        seed=seed,
-        rules_path=str(rules) if rules else None,
-        retry_after_s=retry_after,
-    )
-    serve_forever(options, host, port)
+    try:
+        options = StubOptions(
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            fail_rate=fail_rate,
+            faults=kinds,
+            seed=seed,
+            rules_path=str(rules) if rules else None,
+            retry_after_s=retry_after,
+        )
+        serve_forever(options, host, port)
+    except (ValueError, RulesError, OSError) as exc:
+        _fail(str(exc))
 
 
 def main() -> None:
