@@ -1,0 +1,75 @@
+"""Per-todo checkpoints, async, in the NEW versioned format (:class:`codeagent.state_v2.CheckpointV2`).
+
+Differs from legacy on purpose: each save writes ``schema_version`` 2 and a
+sequence number one above the previous save's, atomically and durably (temp
+file, fsync, rename, fsync of the directory). Loading accepts both formats, so
+work a legacy run checkpointed resumes here. Each operation is one thread hop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codeagent.errors import StateFileError
+from codeagent.models import TODO_ID_RE, Checkpoint, dump_json
+from codeagent.state_v2 import CheckpointV2, last_seq, parse_checkpoint
+from core_async._compat import ato_thread
+from core_async.fsops import atomic_write_text, read_text
+
+CHECKPOINTS_RELDIR = ".agent/checkpoints"
+
+
+class AsyncCheckpointJsonStore:
+    """Saves the last stage each todo reached, so a crashed run resumes after it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.dir = self.root / CHECKPOINTS_RELDIR
+
+    def _read(self, todo_id: str) -> CheckpointV2 | None:
+        if not TODO_ID_RE.match(todo_id):
+            return None
+        source = f"{CHECKPOINTS_RELDIR}/{todo_id}.json"
+        text = read_text(self.dir / f"{todo_id}.json", source)
+        if text is None:
+            return None
+        record = parse_checkpoint(text, source)
+        if record.todo_id != todo_id:
+            raise StateFileError(source, f"belongs to todo {record.todo_id!r}", field="todo_id")
+        return record
+
+    def _write(self, checkpoint: Checkpoint) -> None:
+        if not TODO_ID_RE.match(checkpoint.todo_id):
+            raise ValueError(f"invalid todo id {checkpoint.todo_id!r}")
+        path = self.dir / f"{checkpoint.todo_id}.json"
+        try:
+            previous = read_text(path, str(path))
+        except StateFileError:
+            previous = None  # an unreadable checkpoint is superseded by this save
+        record = CheckpointV2.from_checkpoint(checkpoint, last_seq(previous) + 1)
+        atomic_write_text(path, dump_json(record))
+
+    def _ids(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.dir.glob("*.json") if TODO_ID_RE.match(p.stem))
+
+    async def load(self, todo_id: str) -> Checkpoint | None:
+        """The checkpoint of one todo (either format), or ``None`` (also for an impossible id).
+
+        Raises :class:`StateFileError` naming the file for a corrupt checkpoint.
+        """
+        record = await ato_thread(self._read, todo_id)
+        return None if record is None else record.to_checkpoint()
+
+    async def load_versioned(self, todo_id: str) -> CheckpointV2 | None:
+        """The checkpoint with its format version and sequence number (``seq`` 0: a legacy file)."""
+        return await ato_thread(self._read, todo_id)
+
+    async def save(self, checkpoint: Checkpoint) -> None:
+        """Write (replace) the checkpoint of ``checkpoint.todo_id`` as the next sequence number."""
+        await ato_thread(self._write, checkpoint)
+
+    async def list_ids(self) -> list[str]:
+        """Ids of every todo with a checkpoint, sorted."""
+        return await ato_thread(self._ids)

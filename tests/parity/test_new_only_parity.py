@@ -1,0 +1,181 @@
+"""What only the new implementations offer, checked on both: the async client and its generated twin.
+
+Batches (``complete_many``), streaming, deadlines, a shared endpoint pool, a
+shared token bucket, git time limits and the plain wiring behave the same
+whether awaited or called synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import core_async.fsops
+import core_async.llm_transport
+import core_async.ratelimit
+import core_async.wiring
+import core_sync.fsops
+import core_sync.llm_transport
+import core_sync.ratelimit
+import core_sync.wiring
+from codeagent.errors import ConfigError, GitError, LLMError, LLMRateLimited, LLMTimeout
+from tests.parity._support import Driver, Impl, chat_messages, make_repo
+
+NEW = ("core_sync", "core_async")
+MODULES = {
+    "core_sync": (core_sync.llm_transport, core_sync.ratelimit, core_sync.wiring, core_sync.fsops),
+    "core_async": (core_async.llm_transport, core_async.ratelimit, core_async.wiring, core_async.fsops),
+}
+
+
+@pytest.fixture(params=NEW)
+def new(request: pytest.FixtureRequest, runner: asyncio.Runner) -> Impl:
+    return Impl(request.param, runner)
+
+
+def _stream(new: Impl, llm: Driver, **kwargs: Any) -> list[str]:
+    if new.is_async:
+
+        async def collect() -> list[str]:
+            return [part async for part in llm.target.stream_chat(chat_messages(), **kwargs)]
+
+        return list(new.runner.run(collect()))
+    return list(llm.target.stream_chat(chat_messages(), **kwargs))
+
+
+def test_complete_many_results_in_order_with_typed_errors(new: Impl, stub: Any) -> None:
+    stub.queue_faults(["ok", "quota", "ok"])
+    llm = new.llm(stub.url, batch_concurrency=1)
+    try:
+        results = llm.complete_many(
+            [chat_messages(f'append a line "{n}" to file f{n}.txt') for n in range(4)], 5, 10
+        )
+    finally:
+        new.close_llm(llm)
+    assert "f0.txt" in results[0]
+    assert isinstance(results[1], LLMError)
+    assert "HTTP 429" in str(results[1])
+    assert "f2.txt" in results[2]
+    assert "f3.txt" in results[3]
+
+
+def test_complete_many_hang_becomes_a_timeout(new: Impl, stub: Any) -> None:
+    stub.queue_faults(["hang"])
+    llm = new.llm(stub.url, max_retries=0, http_version="http1")  # one connection per request
+    try:
+        started = time.monotonic()
+        results = llm.complete_many([chat_messages(), chat_messages()], per_request_timeout=1.0)
+        assert time.monotonic() - started < 4
+    finally:
+        new.close_llm(llm)
+    assert sum(isinstance(r, LLMTimeout) for r in results) == 1
+    assert sum(isinstance(r, str) for r in results) == 1
+
+
+def test_streaming_matches_the_whole_answer(new: Impl, stub: Any) -> None:
+    llm = new.llm(stub.url)
+    try:
+        whole = llm.chat(chat_messages())
+        stub.queue_faults(["reset"])
+        parts = _stream(new, llm)
+    finally:
+        new.close_llm(llm)
+    assert "".join(parts) == whole
+    assert len(parts) > 1
+
+
+def test_deadline_cuts_a_server_wait_short(new: Impl, stub: Any) -> None:
+    stub.set_options(retry_after_s=5)
+    stub.queue_faults(["429"])
+    llm = new.llm(stub.url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LLMRateLimited):
+            llm.chat(chat_messages(), deadline=time.monotonic() + 2)
+        assert time.monotonic() - started < 2
+        with pytest.raises(LLMTimeout):
+            llm.chat(chat_messages(), deadline=time.monotonic() - 0.1)
+    finally:
+        new.close_llm(llm)
+
+
+def test_one_pool_one_connection_for_every_client(new: Impl, stub: Any) -> None:
+    transport, *_ = MODULES[new.name]
+    pool_cls = transport.AsyncEndpointPool if new.is_async else transport.SyncEndpointPool
+    pool = new.wrap(pool_cls(http_version="auto"))
+    first, second = new.llm(stub.url, pool=pool.target), new.llm(stub.url, pool=pool.target)
+    first.chat(chat_messages())
+    second.chat(chat_messages())
+    new.close_llm(first)
+    second.chat(chat_messages())
+    assert [e.connections_opened for e in pool.endpoints()] == [1]
+    assert [e.http_version for e in pool.endpoints()] == ["HTTP/2"]
+    new.run(
+        pool.target.__aexit__(None, None, None) if new.is_async else pool.target.__exit__(None, None, None)
+    )
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.endpoint(stub.url)
+
+
+def test_shared_token_bucket(new: Impl, stub: Any) -> None:
+    _, ratelimit, *_ = MODULES[new.name]
+    bucket_cls = ratelimit.AsyncTokenBucket if new.is_async else ratelimit.SyncTokenBucket
+    bucket = bucket_cls(rate=25, burst=1)
+    first, second = new.llm(stub.url, rate_limiter=bucket), new.llm(stub.url, rate_limiter=bucket)
+    try:
+        started = time.monotonic()
+        for _ in range(3):
+            first.chat(chat_messages())
+            second.chat(chat_messages())
+        assert time.monotonic() - started >= 5 / 25 * 0.9
+    finally:
+        new.close_llm(first)
+        new.close_llm(second)
+    assert new.run(bucket.acquire()) >= 0.0
+
+
+def test_git_time_limit(new: Impl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A git that never finishes is killed at the time limit (a stand-in ``git`` that sleeps)."""
+    make_repo(tmp_path / "repo")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text("#!/bin/sh\nexec sleep 30\n")
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    repo = new.wrap(new.cls("git")(tmp_path / "repo", "A", "a@b", timeout=0.3))
+    started = time.monotonic()
+    with pytest.raises(GitError, match=r"no exit within 0\.3s"):
+        repo.head()
+    assert time.monotonic() - started < 5
+
+
+def test_plain_wiring(new: Impl, tmp_path: Path, stub: Any) -> None:
+    *_, wiring, _ = MODULES[new.name]
+    with pytest.raises(ConfigError, match=r"llm\.base_url"):
+        new.run(wiring.build_agent(tmp_path))
+    (tmp_path / ".agent").mkdir()
+    (tmp_path / ".agent/config.json").write_text(
+        json.dumps({"llm": {"base_url": stub.url}, "max_file_bytes": 99})
+    )
+    agent = new.wrap(new.run(wiring.build_agent(tmp_path)))
+    try:
+        assert agent.files.max_bytes == 99
+        assert agent.llm.base_url == stub.url
+        assert agent.loop_name == ("async" if new.is_async else "sync")
+        assert agent.llm.pool.http_version.value == ("auto" if new.is_async else "http1")
+    finally:
+        agent.aclose() if new.is_async else agent.close()
+
+
+def test_failed_atomic_write_leaves_nothing_behind(new: Impl, tmp_path: Path) -> None:
+    *_, fsops = MODULES[new.name]
+    (tmp_path / "taken" / "inner").mkdir(parents=True)
+    with pytest.raises(OSError):
+        fsops.atomic_write_text(tmp_path / "taken", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
