@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from feature_flags import FlagSet, FlagStore
+from feature_flags import FlagSet, FlagStore, Mode
 from feature_flags.health import ComponentHealth
 
 log = logging.getLogger("codeagent.bridge")
@@ -76,11 +76,19 @@ class HealthMonitor:
     def _on_flags_changed(self, old: FlagSet, new: FlagSet) -> None:
         with self._lock:
             for name in set(old.components) | set(new.components):
-                if old.flag(name).mode != new.flag(name).mode:
-                    self._tripped.pop(name, None)
-                    health = self._health.get(name)
+                mode = new.flag(name).mode
+                if old.flag(name).mode == mode:
+                    continue
+                health = self._health.get(name)
+                if mode is Mode.LEGACY and name in self._tripped:
+                    # The rollback itself: keep saying why until the new path is tried again.
                     if health is not None:
-                        health.reset_window()
+                        health.outcomes.clear()
+                        health.errors = health.mismatches = 0
+                    continue
+                self._tripped.pop(name, None)
+                if health is not None:
+                    health.reset_window()
 
     def record(self, component: str, outcome: int) -> None:
         """Record one outcome (``OK``, ``ERROR`` or ``MISMATCH``) of the new path."""

@@ -8,9 +8,9 @@ after the served call (it needs the recording) but costs no network time.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from bridge.dispatch import Dispatcher, Outcome
 from bridge.health import ERROR, OK
@@ -19,6 +19,14 @@ from bridge.routing import Route
 from codeagent.protocols import AsyncLLM, Message, SyncLLM
 
 T = TypeVar("T")
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class AsyncCloseable(Protocol):
+    async def aclose(self) -> None: ...
 
 
 Tape = ContextVar[list[Exchange] | None]
@@ -44,10 +52,13 @@ class SyncLLMFacade:
         new: SyncLLM,
         legacy_replay: SyncLLM,
         new_replay: SyncLLM,
+        *,
+        pools: Sequence[Closeable] = (),
     ) -> None:
         self.d = dispatcher
         self.legacy, self.new = legacy, new
         self.legacy_replay, self.new_replay = legacy_replay, new_replay
+        self.pools = list(pools)
 
     def chat(self, messages: list[Message]) -> str:
         decision = self.d.router.decide("llm")
@@ -73,7 +84,7 @@ class SyncLLMFacade:
         return _unwrap(served)
 
     def close(self) -> None:
-        for client in (self.legacy, self.new, self.legacy_replay, self.new_replay):
+        for client in (self.legacy, self.new, self.legacy_replay, self.new_replay, *self.pools):
             client.close()
 
 
@@ -89,10 +100,13 @@ class AsyncLLMFacade:
         new: AsyncLLM,
         legacy_replay: SyncLLM,
         new_replay: AsyncLLM,
+        *,
+        pools: Sequence[AsyncCloseable] = (),
     ) -> None:
         self.d = dispatcher
         self.legacy, self.new = legacy, new
         self.legacy_replay, self.new_replay = legacy_replay, new_replay
+        self.pools = list(pools)
 
     async def chat(self, messages: list[Message]) -> str:
         """One chat completion through the path the flags choose."""
@@ -131,7 +145,7 @@ class AsyncLLMFacade:
 
     async def aclose(self) -> None:
         """Close every client this facade holds."""
-        for client in (self.new, self.new_replay):
+        for client in (self.new, self.new_replay, *self.pools):
             await client.aclose()
         for sync_client in (self.legacy, self.legacy_replay):
             await self.d.off_loop(sync_client.close)

@@ -38,7 +38,7 @@ def _record(response: httpx.Response, body: bytes) -> httpx.Response:
     exchange = Exchange(response.status_code, list(response.headers.multi_items()), body)
     if sink is not None:
         sink.append(exchange)
-    return httpx.Response(exchange.status, headers=exchange.headers, content=body, request=response.request)
+    return httpx.Response(exchange.status, headers=exchange.headers, content=body)
 
 
 def _replay(request: httpx.Request) -> httpx.Response:

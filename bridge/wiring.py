@@ -94,16 +94,15 @@ def build_routed_legacy_agent(root: Path, runtime: BridgeRuntime, llm_url: str |
     )
     args = _llm_args(config, _base_url(config, llm_url))
     name, email, max_bytes = config.git.author_name, config.git.author_email, config.max_file_bytes
+    served_pool = s_transport.SyncEndpointPool(wrap_transport=RecordingTransport)
+    replay_pool = s_transport.SyncEndpointPool(wrap_transport=lambda _t: ReplayTransport())
     llm = SyncLLMFacade(
         d,
         l_llm.LLMClient(**args, transport=RecordingTransport(httpx.HTTPTransport())),
-        s_llm.SyncLLMClient(**args, pool=s_transport.SyncEndpointPool(wrap_transport=RecordingTransport)),
+        s_llm.SyncLLMClient(**args, pool=served_pool),
         l_llm.LLMClient(**args, **_NO_BACKOFF, transport=ReplayTransport()),
-        s_llm.SyncLLMClient(
-            **args,
-            **_NO_BACKOFF,
-            pool=s_transport.SyncEndpointPool(wrap_transport=lambda _t: ReplayTransport()),
-        ),
+        s_llm.SyncLLMClient(**args, **_NO_BACKOFF, pool=replay_pool),
+        pools=[served_pool, replay_pool],
     )
     return LegacyAgent(
         root,
@@ -182,17 +181,16 @@ async def build_routed_async_agent(
         )
 
     legacy_llm, legacy_replay = await d.off_loop(legacy_clients)
+    own_pool = pool is None
     served_pool = pool or a_transport.AsyncEndpointPool(wrap_transport=AsyncRecordingTransport)
+    replay_pool = a_transport.AsyncEndpointPool(wrap_transport=lambda _t: AsyncReplayTransport())
     llm = AsyncLLMFacade(
         d,
         legacy_llm,
         a_llm.AsyncLLMClient(**args, pool=served_pool),
         legacy_replay,
-        a_llm.AsyncLLMClient(
-            **args,
-            **_NO_BACKOFF,
-            pool=a_transport.AsyncEndpointPool(wrap_transport=lambda _t: AsyncReplayTransport()),
-        ),
+        a_llm.AsyncLLMClient(**args, **_NO_BACKOFF, pool=replay_pool),
+        pools=[served_pool, replay_pool] if own_pool else [replay_pool],
     )
     return AsyncAgent(
         root,

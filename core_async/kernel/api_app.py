@@ -1,0 +1,347 @@
+"""The async HTTP API: a Starlette app with the legacy endpoints, versioned, plus metrics and events.
+
+Same endpoints, JSON bodies, status codes and error shapes as the legacy API
+(:mod:`legacy.api`); the one intended difference is ``"loop": "async"`` in
+``GET /health``.
+
+======  ===========================  ==========================================
+GET     /v1/health                   200 ``{"status": "ok", "loop": "async"}`` (no token needed)
+GET     /v1/todos                    200 ``{"todos": [todo view, ...]}``
+POST    /v1/todos                    201 todo view; body ``{"text": str, "files": [str]}``
+GET     /v1/todos/{id}               200 todo view, or 404
+GET     /v1/status                   200 the ``.agent/status.json`` document
+GET     /v1/checkpoints/{id}         200 the checkpoint of a todo, or 404
+GET     /v1/metrics                  200 Prometheus text exposition
+WS      /v1/events                   the event stream (``?after=N`` resumes)
+GET     /v1/workspaces               200 ``{"workspaces": [{"name", "path"}]}``
+*       /v1/workspaces/{name}/...    todos, todos/{id}, status, checkpoints/{id} of one workspace
+======  ===========================  ==========================================
+
+Every path is also served without the ``/v1`` prefix (the legacy paths); the
+unprefixed and ``/v1`` todo paths address the first workspace. Errors are
+``{"error": {"code", "message"}}`` with the legacy codes and messages. With a
+token configured, every endpoint but ``/health`` (as in legacy) and the
+WebSocket need ``Authorization: Bearer <token>`` (compared with
+:func:`hmac.compare_digest`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from codeagent.errors import AgentError, WorkspaceViolation
+from codeagent.models import Todo, todo_view
+from codeagent.protocols import AsyncCheckpointStore, AsyncStatusStore, AsyncTodoStore
+from core_async.kernel.api_events import events_endpoint
+from core_async.kernel.api_middleware import RequestContextMiddleware
+from core_async.kernel.events import EventBus
+from core_async.kernel.metrics import MetricsCollector
+
+log = logging.getLogger("codeagent.kernel.api")
+
+MAX_BODY_BYTES = 1_000_000
+LOOP_NAME = "async"
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+#: Allowed methods per route, as the legacy server lists them in ``Allow``.
+_ALLOW = {"todos": ("GET", "POST")}
+
+
+class ApiWorkspace(Protocol):
+    """What the API needs of a workspace: its name, its stores, and a way to add a todo."""
+
+    label: str
+
+    @property
+    def todos(self) -> AsyncTodoStore: ...
+    @property
+    def status(self) -> AsyncStatusStore: ...
+    @property
+    def checkpoints(self) -> AsyncCheckpointStore: ...
+    async def add_todo(self, text: str, files: Sequence[str] = ()) -> Todo: ...
+
+
+@dataclass
+class StoreWorkspace:
+    """An :class:`ApiWorkspace` over plain stores (an API with no kernel behind it)."""
+
+    label: str
+    todos: AsyncTodoStore
+    status: AsyncStatusStore
+    checkpoints: AsyncCheckpointStore
+    path: str = ""
+
+    async def add_todo(self, text: str, files: Sequence[str] = ()) -> Todo:
+        """Append a todo to the store."""
+        return await self.todos.add(text, files)
+
+
+class APIError(Exception):
+    """An error answer: HTTP status, error code, message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The JSON error body every endpoint uses."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def parse_new_todo(raw: bytes) -> tuple[str, list[str]]:
+    """Validate a ``POST /todos`` body; raise :class:`APIError` (400) naming the field (legacy messages)."""
+    try:
+        body: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_request", "body must be a JSON object")
+    unknown = sorted(set(body) - {"text", "files"})
+    if unknown:
+        raise APIError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise APIError(400, "invalid_request", "text: must be a non-empty string")
+    files = body.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise APIError(400, "invalid_request", "files: must be a list of strings")
+    return text, files
+
+
+class ApiHandlers:
+    """The endpoints, bound to the served workspaces, the token, the metrics and the event bus."""
+
+    def __init__(
+        self,
+        workspaces: Sequence[ApiWorkspace],
+        *,
+        token: Callable[[], str | None],
+        metrics: MetricsCollector,
+        events: EventBus,
+    ) -> None:
+        if not workspaces:
+            raise ValueError("the API needs at least one workspace")
+        self.workspaces = {ws.label: ws for ws in workspaces}
+        self.default = workspaces[0]
+        self.token = token
+        self.metrics = metrics
+        self.events = events
+
+    # ----------------------------------------------------------------- helpers
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the configured token (always true with none)."""
+        token = self.token()
+        if token is None:
+            return True
+        return hmac.compare_digest((header or "").encode(), f"Bearer {token}".encode())
+
+    def _check(self, request: Request) -> ApiWorkspace:
+        if not self.authorized(request.headers.get("authorization")):
+            raise APIError(
+                401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+        name = request.path_params.get("workspace")
+        if name is None:
+            return self.default
+        found = self.workspaces.get(name)
+        if found is None:
+            raise APIError(404, "not_found", f"no workspace {name!r}")
+        return found
+
+    async def _body(self, request: Request) -> bytes:
+        length_header = request.headers.get("content-length")
+        if length_header is not None:
+            try:
+                length = int(length_header)
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY_BYTES:
+                raise APIError(400, "invalid_request", "missing, bad or too large Content-Length")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise APIError(400, "invalid_request", "missing, bad or too large Content-Length")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ----------------------------------------------------------------- endpoints
+
+    async def health(self, request: Request) -> Response:
+        """Liveness; open even when a token is configured (as in legacy)."""
+        return JSONResponse({"status": "ok", "loop": LOOP_NAME})
+
+    async def list_todos(self, request: Request) -> Response:
+        """Every todo with its state."""
+        ws = self._check(request)
+        states = (await ws.status.load()).todos
+        return JSONResponse({"todos": [todo_view(t, states.get(t.id)) for t in await ws.todos.load()]})
+
+    async def add_todo(self, request: Request) -> Response:
+        """Append a todo; the kernel picks it up at once."""
+        ws = self._check(request)
+        text, files = parse_new_todo(await self._body(request))
+        try:
+            todo = await ws.add_todo(text, files)
+        except WorkspaceViolation as exc:
+            raise APIError(400, "invalid_request", f"files: {exc}") from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "body"
+            raise APIError(400, "invalid_request", f"{field}: {first['msg']}") from exc
+        return JSONResponse(todo_view(todo, None), status_code=201)
+
+    async def get_todo(self, request: Request) -> Response:
+        """One todo with its state, or 404."""
+        ws = self._check(request)
+        ident = request.path_params["todo_id"]
+        found = await ws.todos.get(ident)
+        if found is None:
+            raise APIError(404, "not_found", f"no todo {ident!r}")
+        return JSONResponse(todo_view(found, (await ws.status.load()).todos.get(ident)))
+
+    async def status(self, request: Request) -> Response:
+        """The status document."""
+        ws = self._check(request)
+        return JSONResponse((await ws.status.load()).model_dump(mode="json"))
+
+    async def checkpoint(self, request: Request) -> Response:
+        """The checkpoint of one todo, or 404."""
+        ws = self._check(request)
+        ident = request.path_params["todo_id"]
+        checkpoint = await ws.checkpoints.load(ident)
+        if checkpoint is None:
+            raise APIError(404, "not_found", f"no checkpoint for todo {ident!r}")
+        return JSONResponse(checkpoint.model_dump(mode="json"))
+
+    async def metrics_text(self, request: Request) -> Response:
+        """The Prometheus exposition of the kernel's metrics."""
+        self._check(request)
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    async def list_workspaces(self, request: Request) -> Response:
+        """The served workspaces, the first being the default one."""
+        self._check(request)
+        return JSONResponse(
+            {
+                "workspaces": [
+                    {"name": ws.label, "path": str(getattr(ws, "path", ""))}
+                    for ws in self.workspaces.values()
+                ]
+            }
+        )
+
+    # ----------------------------------------------------------------- errors
+
+    async def on_http_exception(self, request: Request, exc: Exception) -> Response:
+        """404 and 405 raised by the router, in the legacy error shape."""
+        assert isinstance(exc, HTTPException)
+        path = request.url.path.rstrip("/") or "/"
+        if exc.status_code == 405:
+            allow = _ALLOW.get(path.rsplit("/", 1)[-1], ("GET",))
+            return error_response(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {path}",
+                {"Allow": ", ".join(allow)},
+            )
+        if exc.status_code == 404:
+            return error_response(404, "not_found", f"no such endpoint: {path}")
+        return error_response(exc.status_code, "invalid_request", str(exc.detail))
+
+    def guard(self, endpoint: Endpoint) -> Endpoint:
+        """Turn what an endpoint raises into the legacy error answers (400/401/404, 500 ``internal``)."""
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except APIError as exc:
+                return error_response(exc.status, exc.code, exc.message, exc.headers)
+            except AgentError as exc:  # a broken state file: say which, do not crash
+                log.error("API %s %s: %s", request.method, request.url.path, exc)
+                return error_response(500, "internal", str(exc))
+            except Exception as exc:
+                log.exception("API %s %s failed", request.method, request.url.path)
+                return error_response(500, "internal", f"{type(exc).__name__}: {exc}")
+
+        guarded.__name__ = endpoint.__name__
+        guarded.__doc__ = endpoint.__doc__
+        return guarded
+
+    # ----------------------------------------------------------------- routes
+
+    def routes(self) -> list[BaseRoute]:
+        """Every route, under ``/v1`` and at the legacy paths."""
+        g = self.guard
+        out: list[BaseRoute] = []
+        for prefix in ("/v1", ""):
+            out += [
+                Route(f"{prefix}/health", g(self.health), methods=["GET"]),
+                Route(f"{prefix}/todos", g(self.list_todos), methods=["GET"]),
+                Route(f"{prefix}/todos", g(self.add_todo), methods=["POST"]),
+                Route(f"{prefix}/todos/{{todo_id}}", g(self.get_todo), methods=["GET"]),
+                Route(f"{prefix}/status", g(self.status), methods=["GET"]),
+                Route(f"{prefix}/checkpoints/{{todo_id}}", g(self.checkpoint), methods=["GET"]),
+                Route(f"{prefix}/metrics", g(self.metrics_text), methods=["GET"]),
+                WebSocketRoute(f"{prefix}/events", self._events),
+            ]
+        scoped = "/v1/workspaces/{workspace}"
+        out += [
+            Route("/v1/workspaces", g(self.list_workspaces), methods=["GET"]),
+            Route(f"{scoped}/todos", g(self.list_todos), methods=["GET"]),
+            Route(f"{scoped}/todos", g(self.add_todo), methods=["POST"]),
+            Route(f"{scoped}/todos/{{todo_id}}", g(self.get_todo), methods=["GET"]),
+            Route(f"{scoped}/status", g(self.status), methods=["GET"]),
+            Route(f"{scoped}/checkpoints/{{todo_id}}", g(self.checkpoint), methods=["GET"]),
+        ]
+        return out
+
+    async def _events(self, websocket: Any) -> None:
+        await events_endpoint(websocket, self.events, self.authorized)
+
+
+def create_api_app(
+    workspaces: Sequence[ApiWorkspace],
+    *,
+    metrics: MetricsCollector,
+    events: EventBus,
+    token: Callable[[], str | None] | str | None = None,
+) -> Starlette:
+    """The ASGI app serving ``workspaces`` (the first is the default for unscoped paths).
+
+    ``token`` is a fixed bearer token, or a callable read on every request
+    (so a hot-reloaded ``api.token`` takes effect at once), or ``None``.
+    """
+    token_fn: Callable[[], str | None]
+    if callable(token):
+        token_fn = token
+    else:
+        fixed = token
+        token_fn = lambda: fixed  # noqa: E731
+    handlers = ApiHandlers(workspaces, token=token_fn, metrics=metrics, events=events)
+    app = Starlette(
+        routes=handlers.routes(),
+        exception_handlers={HTTPException: handlers.on_http_exception},
+    )
+    app.router.redirect_slashes = False
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
