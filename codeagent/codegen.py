@@ -95,6 +95,8 @@ REPLACEMENTS: dict[str, str] = {
     "await_event": "wait_event",
     "aiofiles": "io",
     "AsyncClient": "Client",
+    "AsyncBaseTransport": "BaseTransport",
+    "AsyncHTTPTransport": "HTTPTransport",
     "aclose": "close",
     "aread": "read",
     "aiter_lines": "iter_lines",

@@ -22,6 +22,7 @@ concurrent requests at ~1,000 req/s. So:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -98,10 +99,16 @@ class AsyncEndpointPool:
     """
 
     def __init__(
-        self, http_version: HTTPVersion | str = HTTPVersion.AUTO, limits: PoolLimits | None = None
+        self,
+        http_version: HTTPVersion | str = HTTPVersion.AUTO,
+        limits: PoolLimits | None = None,
+        *,
+        wrap_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         self.http_version = HTTPVersion(http_version)
         self.limits = limits or PoolLimits()
+        # The bridge wraps the transport to record exchanges (or replaces it to replay them).
+        self.wrap_transport = wrap_transport
         self._endpoints: dict[str, Endpoint] = {}
         self._lock = ALock()
         self._closed = False
@@ -109,7 +116,7 @@ class AsyncEndpointPool:
     def _client(self, scheme: str, *, http2: bool) -> httpx.AsyncClient:
         limits = self.limits
         connections = limits.http2_connections if http2 else limits.http1_connections
-        return httpx.AsyncClient(
+        transport = httpx.AsyncHTTPTransport(
             http1=not http2 or scheme == "https",
             http2=http2,
             limits=httpx.Limits(
@@ -117,7 +124,10 @@ class AsyncEndpointPool:
                 max_keepalive_connections=connections,
                 keepalive_expiry=limits.keepalive_expiry,
             ),
-            timeout=httpx.Timeout(None, connect=limits.connect_timeout, pool=None),
+        )
+        wrapped = self.wrap_transport(transport) if self.wrap_transport is not None else transport
+        return httpx.AsyncClient(
+            transport=wrapped, timeout=httpx.Timeout(None, connect=limits.connect_timeout, pool=None)
         )
 
     def _new_endpoint(self, scheme: str, origin: str, http2: bool) -> Endpoint:

@@ -180,8 +180,8 @@ def test_legacy_and_new_modes_run_exactly_one_implementation(
         _set(runtime, component, mode)
         log: Log = []
         facade = _facade(component, face, runtime, workspace, log)
-        _invoke(face, runtime, lambda: read(facade))
-        _invoke(face, runtime, lambda: write(facade))
+        _invoke(face, runtime, lambda f=facade: read(f))
+        _invoke(face, runtime, lambda f=facade: write(f))
         assert {impl for impl, _, _ in log} == {expected}, (mode, log)
         assert {where for _, _, where in log} == {"real"}
 
@@ -228,7 +228,7 @@ def test_canary_follows_the_current_todo(face: str, workspace: Path, runtime: Br
         facade = _facade("status", face, runtime, workspace, log)
         token = current_todo.set("t-0001")
         try:
-            _invoke(face, runtime, lambda: facade.set_agent(AgentState(state="idle")))
+            _invoke(face, runtime, lambda f=facade: f.set_agent(AgentState(state="idle")))
         finally:
             current_todo.reset(token)
         assert {impl for impl, _, _ in log} == {expected}
