@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -48,7 +47,8 @@ import legacy.todos
 from codeagent.config import AgentConfig
 
 IMPLS = ("legacy", "core_sync", "core_async")
-SLOW_CALLBACK_SECONDS = float(os.environ.get("CODEAGENT_SLOW_CALLBACK", "0.1"))  # as tests/conftest.py
+from tests.conftest import SLOW_CALLBACK_SECONDS  # one threshold for every loop the tests make
+
 FAST_RETRY = {"backoff_base": 0.01, "backoff_max": 0.05}
 
 _CLASSES: dict[str, dict[str, Any]] = {
