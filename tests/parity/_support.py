@@ -45,9 +45,9 @@ import legacy.llm
 import legacy.status
 import legacy.todos
 from codeagent.config import AgentConfig
+from tests.conftest import SLOW_CALLBACK_SECONDS  # one threshold for every loop the tests make
 
 IMPLS = ("legacy", "core_sync", "core_async")
-from tests.conftest import SLOW_CALLBACK_SECONDS  # one threshold for every loop the tests make
 
 FAST_RETRY = {"backoff_base": 0.01, "backoff_max": 0.05}
 
