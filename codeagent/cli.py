@@ -43,18 +43,54 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+LoopOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--loop", help="legacy (the while-True loop) or async (the async core); default: the flag file's."
+    ),
+]
+WorkspacesOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--workspace", "-w", help="A git workspace (repeatable with --loop async).", file_okay=False
+    ),
+]
+FlagsFileOpt = Annotated[
+    Path | None, typer.Option("--flags", help="The flag file (default: WORKSPACE/.agent/flags.toml).")
+]
+NoUvloopOpt = Annotated[
+    bool, typer.Option("--no-uvloop", help="Use the default asyncio loop even if uvloop imports.")
+]
+
+
+def _check_loop(loop: str | None) -> None:
+    if loop not in (None, "legacy", "async"):
+        _fail(f"--loop must be 'legacy' or 'async', got {loop!r}")
+
+
 @app.command()
 def run(
-    workspace: WorkspaceOpt = Path("."),
+    workspace: WorkspacesOpt = None,
     llm_url: LLMUrlOpt = None,
     until_idle: Annotated[bool, typer.Option("--until-idle", help="Exit 0 once no todo is pending.")] = False,
+    loop: LoopOpt = None,
+    flags: FlagsFileOpt = None,
+    no_uvloop: NoUvloopOpt = False,
 ) -> None:
-    """Run the agent loop on a workspace."""
+    """Run the agent loop on a workspace (or several, with --loop async)."""
     from codeagent.errors import AgentError
     from codeagent.runner import run_workspace
 
+    _check_loop(loop)
     try:
-        processed = run_workspace(workspace, llm_url=llm_url, until_idle=until_idle)
+        processed = run_workspace(
+            workspace or [Path(".")],
+            llm_url=llm_url,
+            until_idle=until_idle,
+            loop=loop,
+            flags=flags,
+            use_uvloop=not no_uvloop,
+        )
     except AgentError as exc:
         _fail(str(exc))
     else:
@@ -63,17 +99,33 @@ def run(
 
 @app.command()
 def serve(
-    workspace: WorkspaceOpt = Path("."),
+    workspace: WorkspacesOpt = None,
     port: Annotated[int, typer.Option("--port", help="Port of the HTTP API (0 picks a free one).")] = 8765,
     host: Annotated[str, typer.Option("--host", help="Interface of the HTTP API.")] = "127.0.0.1",
     llm_url: LLMUrlOpt = None,
+    loop: LoopOpt = None,
+    flags: FlagsFileOpt = None,
+    grace: Annotated[
+        float, typer.Option("--grace", help="Seconds running todos get to finish on SIGTERM.")
+    ] = 10.0,
+    no_uvloop: NoUvloopOpt = False,
 ) -> None:
-    """Run the agent loop with its HTTP API."""
+    """Run the agent loop with its HTTP API (several workspaces with --loop async)."""
     from codeagent.errors import AgentError
     from codeagent.runner import serve_workspace
 
+    _check_loop(loop)
     try:
-        serve_workspace(workspace, host=host, port=port, llm_url=llm_url)
+        serve_workspace(
+            workspace or [Path(".")],
+            host=host,
+            port=port,
+            llm_url=llm_url,
+            loop=loop,
+            flags=flags,
+            use_uvloop=not no_uvloop,
+            grace_seconds=grace,
+        )
     except AgentError as exc:
         _fail(str(exc))
 
@@ -84,11 +136,13 @@ def demo(
         Path | None,
         typer.Option("--workspace", "-w", help="Where to create the sample workspace (new or empty)."),
     ] = None,
+    loop: Annotated[str, typer.Option("--loop", help="legacy or async.")] = "legacy",
 ) -> None:
     """Copy the sample workspace, start the stub LLM, run every todo, print a summary."""
     from codeagent.demo import run_demo
 
-    code = run_demo(workspace)
+    _check_loop(loop)
+    code = run_demo(workspace, loop=loop)
     raise typer.Exit(code)
 
 

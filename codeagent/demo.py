@@ -39,29 +39,25 @@ def summary_table(todos: list[Todo], status: StatusFile, title: str) -> Table:
     return table
 
 
-def run_demo(workspace: Path | None = None, console: Console | None = None) -> int:
-    """Create the sample workspace, run the legacy loop on it until idle; 0 when every todo is done."""
+def run_demo(workspace: Path | None = None, console: Console | None = None, loop: str = "legacy") -> int:
+    """Create the sample workspace, run a loop on it until idle; 0 when every todo is done."""
+    from codeagent.runner import run_workspace
     from codeagent.sample import create_sample_workspace
     from codeagent.stub import StubServer
-    from codeagent.workspace_lock import hold_workspace
-    from legacy.wiring import build_agent
+    from legacy.status import StatusStore
 
     console = console or Console()
     dest = workspace or Path(tempfile.mkdtemp(prefix="codeagent-demo-")) / "workspace"
     dest = dest.expanduser().resolve()
     todos = create_sample_workspace(dest)
     console.print(f"sample workspace: {dest} ({len(todos)} todos)")
-    with hold_workspace(dest, "legacy"), StubServer() as stub:
+    with StubServer() as stub:
         console.print(f"stub LLM: {stub.url}")
-        agent = build_agent(dest, llm_url=stub.url)
         started = time.perf_counter()
-        try:
-            agent.run(until_idle=True)
-        finally:
-            agent.close()
+        run_workspace(dest, llm_url=stub.url, until_idle=True, loop=loop)
         wall = time.perf_counter() - started
-    status = agent.status.load()
-    console.print(summary_table(todos, status, title="codeagent demo (legacy loop)"))
+    status = StatusStore(dest).load()
+    console.print(summary_table(todos, status, title=f"codeagent demo ({loop} loop)"))
     done = sum(1 for t in todos if (s := status.todos.get(t.id)) and s.status is TodoStatus.DONE)
     console.print(f"{done}/{len(todos)} todos done in {wall:.2f} s; workspace kept at {dest}")
     return 0 if done == len(todos) else 1

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from core_async.kernel.components import ComponentProvider
 from core_async.kernel.limits import ResourceLimits
 from core_async.kernel.logs import configure_logging
 from core_async.kernel.loop_policy import run_on_best_loop
@@ -54,6 +55,7 @@ def run_async(
     use_uvloop: bool = True,
     grace_seconds: float = 10.0,
     limits: ResourceLimits | None = None,
+    components: Callable[[Path], ComponentProvider] | None = None,
 ) -> int:
     """Run the async kernel on ``workspaces``; return how many todos it processed (done or failed).
 
@@ -62,7 +64,7 @@ def run_async(
     (e.g. :class:`~codeagent.errors.ConfigError`) for a bad workspace or config.
     """
     ensure_logging()
-    options = KernelOptions(grace_seconds=grace_seconds, limits=limits or ResourceLimits())
+    options = KernelOptions(grace_seconds=grace_seconds, limits=limits or ResourceLimits(), components=components)
     return run_on_best_loop(
         run_kernel(workspaces, llm_url=llm_url, until_idle=until_idle, options=options), use_uvloop=use_uvloop
     )
@@ -78,6 +80,7 @@ def serve_async(
     grace_seconds: float = 10.0,
     use_uvloop: bool = True,
     limits: ResourceLimits | None = None,
+    components: Callable[[Path], ComponentProvider] | None = None,
 ) -> None:
     """Serve the async kernel and its HTTP API on ``host:port`` until SIGTERM / SIGINT, then stop gracefully.
 
@@ -91,6 +94,7 @@ def serve_async(
         token=token,
         grace_seconds=grace_seconds,
         limits=limits or ResourceLimits(),
+        components=components,
     )
 
     def announce(core: AsyncServerCore) -> None:

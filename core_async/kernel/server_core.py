@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +34,7 @@ from codeagent.errors import AgentError, ConfigError, WorkspaceViolation
 from codeagent.models import Todo, TodoState
 from codeagent.paths import check_relative_path
 from core_async._compat import ato_thread
+from core_async.kernel.components import ComponentProvider
 from core_async.kernel.container import AsyncIoCContainer, CloseFailure, Token
 from core_async.kernel.events import EventBus
 from core_async.kernel.limits import ResourceLimits
@@ -64,6 +65,8 @@ class KernelOptions:
     token: str | None = None
     event_capacity: int = 4096
     install_signal_handlers: bool = True
+    #: Builds each workspace's components (default: plain core_async ones; the entry may route them).
+    components: Callable[[Path], ComponentProvider] | None = None
 
 
 def _files_key(todo: Todo) -> list[str] | None:
@@ -184,6 +187,7 @@ class AsyncServerCore:
                 resources=services.orchestrator.resources,
                 metrics=services.metrics,
                 events=services.events,
+                components=self.options.components(root) if self.options.components else None,
             )
             for root, label in zip(roots, _labels(roots), strict=True)
         ]

@@ -26,9 +26,7 @@ from typing import Literal
 from codeagent.config import AgentConfig
 from codeagent.models import AgentState, Todo, TodoState, TodoStatus, pending_todos
 from core_async.agent import AsyncAgent
-from core_async.checkpoints import AsyncCheckpointJsonStore
-from core_async.files import AsyncWorkspaceFiles
-from core_async.git import AsyncGitRepo
+from core_async.kernel.components import ComponentProvider, PlainComponents
 from core_async.kernel.config_manager import ConfigurationManager
 from core_async.kernel.events import EventBus
 from core_async.kernel.instrumented import (
@@ -42,10 +40,7 @@ from core_async.kernel.instrumented import (
 from core_async.kernel.limits import ResourcePool
 from core_async.kernel.logs import correlation
 from core_async.kernel.metrics import MetricsCollector
-from core_async.llm import AsyncLLMClient
 from core_async.llm_transport import AsyncEndpointPool
-from core_async.status import AsyncStatusJsonStore
-from core_async.todos import AsyncTodoJsonStore
 
 log = logging.getLogger("codeagent.kernel.workspace")
 
@@ -77,8 +72,10 @@ class WorkspaceRuntime:
         resources: ResourcePool,
         metrics: MetricsCollector,
         events: EventBus,
+        components: ComponentProvider | None = None,
     ) -> None:
         self.root = Path(root)
+        self.components = components or PlainComponents()
         self.label = label
         self.llm_url = llm_url
         self.fallback_llm_url: str | None = None
@@ -88,9 +85,10 @@ class WorkspaceRuntime:
         self.events = events
         self.config_manager = ConfigurationManager(self.root, label=label, events=events, metrics=metrics)
         self.config_manager.add_listener(self._on_config_change)
-        self.todos = MeteredTodos(AsyncTodoJsonStore(self.root), metrics)
-        self.status = MeteredStatus(AsyncStatusJsonStore(self.root), metrics, self.root)
-        self.checkpoints = MeteredCheckpoints(AsyncCheckpointJsonStore(self.root), metrics, self._on_stage)
+        todos, status, checkpoints = self.components.stores(self.root)
+        self.todos = MeteredTodos(todos, metrics)
+        self.status = MeteredStatus(status, metrics, self.root)
+        self.checkpoints = MeteredCheckpoints(checkpoints, metrics, self._on_stage)
         self.processed = 0
         self.on_todo_added: Callable[[WorkspaceRuntime, Todo], None] | None = None
         self._generation: _Generation | None = None
@@ -107,37 +105,20 @@ class WorkspaceRuntime:
         """Load the configuration unless loaded (raising :class:`ConfigError` when invalid); build the components."""
         if not self.config_manager.loaded:
             await self.config_manager.load_config()
-        self._generation = self._build(self.config)
+        self._generation = await self._build(self.config)
 
     def llm_base_url(self, config: AgentConfig) -> str | None:
         """The LLM endpoint: the kernel's override, else ``llm.base_url``, else the embedded stub's."""
         return self.llm_url or config.llm.base_url or self.fallback_llm_url
 
-    def _build(self, config: AgentConfig) -> _Generation:
+    async def _build(self, config: AgentConfig) -> _Generation:
         base_url = self.llm_base_url(config)
         if not base_url:
             raise ValueError(f"workspace {self.label}: no LLM endpoint configured")
-        client = AsyncLLMClient(
-            base_url,
-            config.llm.api_key,
-            config.llm.model,
-            timeout=config.llm.timeout,
-            max_retries=config.llm.max_retries,
-            temperature=config.llm.temperature,
-            pool=self.pool,
-        )
+        raw_files, raw_git, client = await self.components.workers(self.root, config, base_url, self.pool)
         llm = MeteredLLM(client, self.resources.llm, self.metrics)
-        files = MeteredFiles(
-            AsyncWorkspaceFiles(self.root, max_bytes=config.max_file_bytes),
-            self.resources.files,
-            self.metrics,
-        )
-        git = MeteredGit(
-            AsyncGitRepo(self.root, config.git.author_name, config.git.author_email),
-            self.resources,
-            str(self.root),
-            self.metrics,
-        )
+        files = MeteredFiles(raw_files, self.resources.files, self.metrics)
+        git = MeteredGit(raw_git, self.resources, str(self.root), self.metrics)
         agent = AsyncAgent(
             self.root,
             config,
@@ -153,7 +134,7 @@ class WorkspaceRuntime:
 
     async def _on_config_change(self, old: AgentConfig, new: AgentConfig) -> None:
         try:
-            fresh = self._build(new)
+            fresh = await self._build(new)
         except ValueError as exc:
             log.error("%s; keeping the components of the previous configuration", exc)
             return
@@ -178,6 +159,7 @@ class WorkspaceRuntime:
                 generation.closed = True
                 await generation.llm.aclose()
         self._retired.clear()
+        await self.components.aclose()
 
     # ----------------------------------------------------------------- todos
 
