@@ -9,6 +9,7 @@ time (it is read at start-up; hot reload belongs to the kernel).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -151,26 +152,49 @@ def build_routed_legacy_agent(root: Path, runtime: BridgeRuntime, llm_url: str |
     )
 
 
-async def build_routed_async_agent(
-    root: Path,
-    runtime: BridgeRuntime,
-    llm_url: str | None = None,
-    *,
-    pool: a_transport.AsyncEndpointPool | None = None,
-) -> AsyncAgent:
-    """The async core's agent with every component routed (legacy path: off the event loop).
+def routed_async_stores(
+    runtime: BridgeRuntime, root: Path
+) -> tuple[AsyncTodosFacade, AsyncStatusFacade, AsyncCheckpointsFacade]:
+    """The async core's state stores, routed."""
+    d = runtime.dispatcher
+    return (
+        AsyncTodosFacade(
+            d,
+            root,
+            l_todos.TodoStore(root),
+            a_todos.AsyncTodoJsonStore(root),
+            l_todos.TodoStore,
+            a_todos.AsyncTodoJsonStore,
+        ),
+        AsyncStatusFacade(
+            d,
+            root,
+            l_status.StatusStore(root),
+            a_status.AsyncStatusJsonStore(root),
+            l_status.StatusStore,
+            a_status.AsyncStatusJsonStore,
+        ),
+        AsyncCheckpointsFacade(
+            d,
+            root,
+            l_checkpoints.CheckpointStore(root),
+            a_checkpoints.AsyncCheckpointJsonStore(root),
+            l_checkpoints.CheckpointStore,
+            a_checkpoints.AsyncCheckpointJsonStore,
+        ),
+    )
 
-    ``pool`` is the shared pool of the served new-path LLM client; it must
-    have been created with ``wrap_transport=AsyncRecordingTransport`` for
-    shadow runs to record (one is made when none is given).
+
+async def routed_async_workers(
+    runtime: BridgeRuntime, root: Path, config: AgentConfig, base_url: str
+) -> tuple[AsyncFilesFacade, AsyncGitFacade, AsyncLLMFacade]:
+    """The async core's configuration-dependent components (files, git, LLM), routed.
+
+    The new-path LLM client gets its own pool whose transport records
+    exchanges, so a shadow run can replay them to the legacy client.
     """
     d = runtime.dispatcher
-
-    async def new_config() -> AgentConfig:
-        return await a_config.load_config(root)
-
-    config: AgentConfig = await d.acall("config", "load", lambda: l_config.load_config(root), new_config)
-    args = _llm_args(config, _base_url(config, llm_url))
+    args = _llm_args(config, base_url)
     name, email, max_bytes = config.git.author_name, config.git.author_email, config.max_file_bytes
 
     def legacy_clients() -> tuple[l_llm.LLMClient, l_llm.LLMClient]:
@@ -181,8 +205,7 @@ async def build_routed_async_agent(
         )
 
     legacy_llm, legacy_replay = await d.off_loop(legacy_clients)
-    own_pool = pool is None
-    served_pool = pool or a_transport.AsyncEndpointPool(wrap_transport=AsyncRecordingTransport)
+    served_pool = a_transport.AsyncEndpointPool(wrap_transport=AsyncRecordingTransport)
     replay_pool = a_transport.AsyncEndpointPool(wrap_transport=lambda _t: AsyncReplayTransport())
     llm = AsyncLLMFacade(
         d,
@@ -190,50 +213,61 @@ async def build_routed_async_agent(
         a_llm.AsyncLLMClient(**args, pool=served_pool),
         legacy_replay,
         a_llm.AsyncLLMClient(**args, **_NO_BACKOFF, pool=replay_pool),
-        pools=[served_pool, replay_pool] if own_pool else [replay_pool],
+        pools=[served_pool, replay_pool],
     )
-    return AsyncAgent(
+    files = AsyncFilesFacade(
+        d,
         root,
-        config,
-        todos=AsyncTodosFacade(
-            d,
-            root,
-            l_todos.TodoStore(root),
-            a_todos.AsyncTodoJsonStore(root),
-            l_todos.TodoStore,
-            a_todos.AsyncTodoJsonStore,
-        ),
-        status=AsyncStatusFacade(
-            d,
-            root,
-            l_status.StatusStore(root),
-            a_status.AsyncStatusJsonStore(root),
-            l_status.StatusStore,
-            a_status.AsyncStatusJsonStore,
-        ),
-        checkpoints=AsyncCheckpointsFacade(
-            d,
-            root,
-            l_checkpoints.CheckpointStore(root),
-            a_checkpoints.AsyncCheckpointJsonStore(root),
-            l_checkpoints.CheckpointStore,
-            a_checkpoints.AsyncCheckpointJsonStore,
-        ),
-        files=AsyncFilesFacade(
-            d,
-            root,
-            l_files.Files(root, max_bytes),
-            a_files.AsyncWorkspaceFiles(root, max_bytes),
-            lambda r: l_files.Files(r, max_bytes),
-            lambda r: a_files.AsyncWorkspaceFiles(r, max_bytes),
-        ),
-        git=AsyncGitFacade(
-            d,
-            root,
-            l_git.GitRepo(root, name, email),
-            a_git.AsyncGitRepo(root, name, email),
-            lambda r: l_git.GitRepo(r, name, email),
-            lambda r: a_git.AsyncGitRepo(r, name, email),
-        ),
-        llm=llm,
+        l_files.Files(root, max_bytes),
+        a_files.AsyncWorkspaceFiles(root, max_bytes),
+        lambda r: l_files.Files(r, max_bytes),
+        lambda r: a_files.AsyncWorkspaceFiles(r, max_bytes),
     )
+    git = AsyncGitFacade(
+        d,
+        root,
+        l_git.GitRepo(root, name, email),
+        a_git.AsyncGitRepo(root, name, email),
+        lambda r: l_git.GitRepo(r, name, email),
+        lambda r: a_git.AsyncGitRepo(r, name, email),
+    )
+    return files, git, llm
+
+
+async def build_routed_async_agent(
+    root: Path, runtime: BridgeRuntime, llm_url: str | None = None
+) -> AsyncAgent:
+    """The async core's agent with every component routed (legacy path: off the event loop)."""
+    d = runtime.dispatcher
+
+    async def new_config() -> AgentConfig:
+        return await a_config.load_config(root)
+
+    config: AgentConfig = await d.acall("config", "load", lambda: l_config.load_config(root), new_config)
+    todos, status, checkpoints = routed_async_stores(runtime, root)
+    files, git, llm = await routed_async_workers(runtime, root, config, _base_url(config, llm_url))
+    return AsyncAgent(
+        root, config, todos=todos, status=status, checkpoints=checkpoints, files=files, git=git, llm=llm
+    )
+
+
+class RoutedComponents:
+    """A kernel :class:`~core_async.kernel.components.ComponentProvider` handing out the bridge's facades."""
+
+    def __init__(self, runtime: BridgeRuntime) -> None:
+        self.runtime = runtime
+
+    def stores(self, root: Path) -> tuple[AsyncTodosFacade, AsyncStatusFacade, AsyncCheckpointsFacade]:
+        """Routed state stores."""
+        return routed_async_stores(self.runtime, root)
+
+    async def workers(
+        self, root: Path, config: AgentConfig, base_url: str, pool: a_transport.AsyncEndpointPool
+    ) -> tuple[AsyncFilesFacade, AsyncGitFacade, AsyncLLMFacade]:
+        """Routed files, git and LLM (the kernel's shared pool is not used: shadow needs recording)."""
+        return await routed_async_workers(self.runtime, root, config, base_url)
+
+    async def aclose(self) -> None:
+        """Let shadow candidates finish, then stop the runtime's watcher and threads."""
+        await self.runtime.dispatcher.drain()
+        await asyncio.to_thread(self.runtime.close)

@@ -53,14 +53,8 @@ def _since(path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-@flags_app.command("show")
-def show(
-    workspace: WorkspaceOpt = Path("."),
-    flags: FlagsOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """The flags in force: component, mode, since, source, health."""
-    path = flags_path(workspace, flags)
+def flags_document(path: Path) -> dict[str, Any]:
+    """What ``flags show --json`` and ``GET /flags`` answer: the flags in force, per component, with health."""
     store = FlagStore(path)
     current = store.flags
     since = _since(path)
@@ -85,12 +79,24 @@ def show(
             }
         )
     error = str(store.last_error) if store.last_error else None
+    return {"path": str(path), "loop": current.loop, "error": error, "components": rows}
+
+
+@flags_app.command("show")
+def show(
+    workspace: WorkspaceOpt = Path("."),
+    flags: FlagsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The flags in force: component, mode, since, source, health."""
+    path = flags_path(workspace, flags)
+    doc = flags_document(path)
     if as_json:
-        doc = {"path": str(path), "loop": current.loop, "error": error, "components": rows}
         typer.echo(json.dumps(doc, indent=2))
         return
+    rows, error = doc["components"], doc["error"]
     console = Console()
-    table = Table(title=f"flags: {path} (loop: {current.loop})")
+    table = Table(title=f"flags: {path} (loop: {doc['loop']})")
     for column in ("component", "mode", "since", "source", "calls", "errors", "mismatches", "rollback"):
         table.add_column(column)
     for row in rows:

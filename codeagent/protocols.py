@@ -7,8 +7,8 @@ sync twins of ``core_async`` type-check against the ``Sync*`` protocols.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from codeagent.models import AgentState, Checkpoint, StatusFile, Todo, TodoState
 
@@ -87,3 +87,17 @@ class SyncLLM(Protocol):
 class AsyncLLM(Protocol):
     async def chat(self, messages: list[Message]) -> str: ...
     async def aclose(self) -> None: ...
+
+
+#: A JSON endpoint contributed by the entry's wiring (e.g. ``/flags``): called with the path's
+#: trailing id (or ``None``) and the decoded JSON body (or ``None``); returns ``(status, body)``.
+#: Both API servers mount these without knowing what they do; the async one calls them off the loop.
+JsonHandler = Callable[[str | None, Any], tuple[int, Any]]
+
+
+class ExtraRoute(NamedTuple):
+    """``method`` on ``prefix`` (and ``prefix/{id}``) answered by ``handler``."""
+
+    method: str
+    prefix: str
+    handler: JsonHandler

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from codeagent.errors import AgentError, ConfigError
+from codeagent.flags_api import flags_routes
 from codeagent.workspace_lock import hold_workspace
 from feature_flags import FLAGS_RELPATH, AuditEntry, Change, FlagStore, append_entry
 
@@ -194,6 +195,7 @@ def serve_workspace(
                     use_uvloop=use_uvloop,
                     grace_seconds=grace_seconds,
                     components=_components(flags),
+                    extra_routes=flags_routes(_flags_path(roots[0], flags)),
                 )
                 return
             except AgentError:
@@ -225,6 +227,7 @@ def _serve_legacy(root: Path, host: str, port: int, llm_url: str | None, flags: 
             port=port,
             token=agent.config.api.token,
             on_todo_added=lambda _todo: agent.wake(),
+            extra_routes=flags_routes(_flags_path(root, flags)),
         )
         api.start()
         print(f"codeagent: API listening on {api.url}", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from codeagent.errors import AgentError, WorkspaceViolation
 from codeagent.models import Todo, todo_view
-from codeagent.protocols import SyncCheckpointStore, SyncStatusStore, SyncTodoStore
+from codeagent.protocols import ExtraRoute, SyncCheckpointStore, SyncStatusStore, SyncTodoStore
 
 log = logging.getLogger("codeagent.legacy.api")
 
@@ -104,6 +104,7 @@ class LegacyAPIServer:
         token: str | None = None,
         on_todo_added: Callable[[Todo], None] | None = None,
         poll_interval: float = 0.5,
+        extra_routes: Sequence[ExtraRoute] = (),
     ) -> None:
         """Bind at once (``port=0`` picks a free port); serve after :meth:`start`.
 
@@ -116,6 +117,7 @@ class LegacyAPIServer:
         self.checkpoints = checkpoints
         self.token = token
         self.on_todo_added = on_todo_added
+        self.extra_routes = list(extra_routes)
         self._server = _Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
         self._poll_interval = poll_interval
@@ -152,6 +154,9 @@ class LegacyAPIServer:
     def handle(self, method: str, path: str, auth: str | None, body: bytes | None) -> tuple[int, Any]:
         """Answer one request: ``(status, JSON body)``. Raises :class:`APIError`."""
         path = path.split("?", 1)[0].rstrip("/") or "/"
+        extra = self._extra(method, path, auth, body)
+        if extra is not None:
+            return extra
         matched = _route(path)
         if matched is None:
             raise APIError(404, "not_found", f"no such endpoint: {path}")
@@ -190,6 +195,25 @@ class LegacyAPIServer:
         if checkpoint is None:
             raise APIError(404, "not_found", f"no checkpoint for todo {ident!r}")
         return 200, checkpoint.model_dump(mode="json")
+
+    def _extra(self, method: str, path: str, auth: str | None, body: bytes | None) -> tuple[int, Any] | None:
+        """Answer a request for one of the wiring's extra routes, or ``None`` if none matches."""
+        for_path = [r for r in self.extra_routes if path == r.prefix or path.startswith(r.prefix + "/")]
+        if not for_path:
+            return None
+        if not self._authorized(auth):
+            raise APIError(401, "unauthorized", "missing or wrong bearer token")
+        route = next((r for r in for_path if r.method == method), None)
+        if route is None:
+            raise APIError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        ident = unquote(path[len(route.prefix) + 1 :]) or None
+        payload: Any = None
+        if body:
+            try:
+                payload = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
+        return route.handler(ident, payload)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self

@@ -43,7 +43,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from codeagent.errors import AgentError, WorkspaceViolation
 from codeagent.models import Todo, todo_view
-from codeagent.protocols import AsyncCheckpointStore, AsyncStatusStore, AsyncTodoStore
+from codeagent.protocols import AsyncCheckpointStore, AsyncStatusStore, AsyncTodoStore, ExtraRoute
+from core_async._compat import ato_thread
 from core_async.kernel.api_events import events_endpoint
 from core_async.kernel.api_middleware import RequestContextMiddleware
 from core_async.kernel.events import EventBus
@@ -135,9 +136,11 @@ class ApiHandlers:
         token: Callable[[], str | None],
         metrics: MetricsCollector,
         events: EventBus,
+        extra_routes: Sequence[ExtraRoute] = (),
     ) -> None:
         if not workspaces:
             raise ValueError("the API needs at least one workspace")
+        self.extra_routes = list(extra_routes)
         self.workspaces = {ws.label: ws for ws in workspaces}
         self.default = workspaces[0]
         self.token = token
@@ -304,6 +307,13 @@ class ApiHandlers:
                 Route(f"{prefix}/metrics", g(self.metrics_text), methods=["GET"]),
                 WebSocketRoute(f"{prefix}/events", self._events),
             ]
+        for prefix in ("/v1", ""):
+            for extra in self.extra_routes:
+                endpoint = g(self._extra_endpoint(extra))
+                out += [
+                    Route(f"{prefix}{extra.prefix}", endpoint, methods=[extra.method]),
+                    Route(f"{prefix}{extra.prefix}/{{ident}}", endpoint, methods=[extra.method]),
+                ]
         scoped = "/v1/workspaces/{workspace}"
         out += [
             Route("/v1/workspaces", g(self.list_workspaces), methods=["GET"]),
@@ -315,6 +325,24 @@ class ApiHandlers:
         ]
         return out
 
+    def _extra_endpoint(self, route: ExtraRoute) -> Endpoint:
+        """An endpoint for one of the wiring's JSON routes; its handler runs off the event loop."""
+
+        async def extra(request: Request) -> Response:
+            self._check(request)
+            raw = await self._body(request) if request.method in ("POST", "PUT", "PATCH") else b""
+            payload: Any = None
+            if raw:
+                try:
+                    payload = json.loads(raw)
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
+            status, body = await ato_thread(route.handler, request.path_params.get("ident"), payload)
+            return JSONResponse(body, status_code=status)
+
+        extra.__name__ = f"extra_{route.method.lower()}_{route.prefix.strip('/').replace('/', '_')}"
+        return extra
+
     async def _events(self, websocket: Any) -> None:
         await events_endpoint(websocket, self.events, self.authorized)
 
@@ -325,6 +353,7 @@ def create_api_app(
     metrics: MetricsCollector,
     events: EventBus,
     token: Callable[[], str | None] | str | None = None,
+    extra_routes: Sequence[ExtraRoute] = (),
 ) -> Starlette:
     """The ASGI app serving ``workspaces`` (the first is the default for unscoped paths).
 
@@ -337,7 +366,9 @@ def create_api_app(
     else:
         fixed = token
         token_fn = lambda: fixed  # noqa: E731
-    handlers = ApiHandlers(workspaces, token=token_fn, metrics=metrics, events=events)
+    handlers = ApiHandlers(
+        workspaces, token=token_fn, metrics=metrics, events=events, extra_routes=extra_routes
+    )
     app = Starlette(
         routes=handlers.routes(),
         exception_handlers={HTTPException: handlers.on_http_exception},

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from codeagent.protocols import ExtraRoute
 from core_async.kernel.components import ComponentProvider
 from core_async.kernel.limits import ResourceLimits
 from core_async.kernel.logs import configure_logging
@@ -64,7 +65,9 @@ def run_async(
     (e.g. :class:`~codeagent.errors.ConfigError`) for a bad workspace or config.
     """
     ensure_logging()
-    options = KernelOptions(grace_seconds=grace_seconds, limits=limits or ResourceLimits(), components=components)
+    options = KernelOptions(
+        grace_seconds=grace_seconds, limits=limits or ResourceLimits(), components=components
+    )
     return run_on_best_loop(
         run_kernel(workspaces, llm_url=llm_url, until_idle=until_idle, options=options), use_uvloop=use_uvloop
     )
@@ -81,6 +84,7 @@ def serve_async(
     use_uvloop: bool = True,
     limits: ResourceLimits | None = None,
     components: Callable[[Path], ComponentProvider] | None = None,
+    extra_routes: Sequence[ExtraRoute] = (),
 ) -> None:
     """Serve the async kernel and its HTTP API on ``host:port`` until SIGTERM / SIGINT, then stop gracefully.
 
@@ -95,6 +99,7 @@ def serve_async(
         grace_seconds=grace_seconds,
         limits=limits or ResourceLimits(),
         components=components,
+        extra_routes=extra_routes,
     )
 
     def announce(core: AsyncServerCore) -> None:

@@ -33,6 +33,7 @@ from typing import Self
 from codeagent.errors import AgentError, ConfigError, WorkspaceViolation
 from codeagent.models import Todo, TodoState
 from codeagent.paths import check_relative_path
+from codeagent.protocols import ExtraRoute
 from core_async._compat import ato_thread
 from core_async.kernel.components import ComponentProvider
 from core_async.kernel.container import AsyncIoCContainer, CloseFailure, Token
@@ -67,6 +68,8 @@ class KernelOptions:
     install_signal_handlers: bool = True
     #: Builds each workspace's components (default: plain core_async ones; the entry may route them).
     components: Callable[[Path], ComponentProvider] | None = None
+    #: JSON routes the entry adds to the API (e.g. ``/flags``).
+    extra_routes: Sequence[ExtraRoute] = ()
 
 
 def _files_key(todo: Todo) -> list[str] | None:
@@ -208,7 +211,12 @@ class AsyncServerCore:
         if self.options.port is not None:
             try:
                 await services.start_api(
-                    self.container, self.runtimes, self._token, host=self.options.host, port=self.options.port
+                    self.container,
+                    self.runtimes,
+                    self._token,
+                    host=self.options.host,
+                    port=self.options.port,
+                    extra_routes=self.options.extra_routes,
                 )
             except OSError as exc:
                 where = f"{self.options.host}:{self.options.port}"

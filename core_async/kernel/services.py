@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from codeagent.protocols import ExtraRoute
 from core_async._compat import ato_thread
 from core_async.kernel.api_app import create_api_app
 from core_async.kernel.container import AsyncIoCContainer, Token
@@ -119,11 +120,18 @@ class Services:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        extra_routes: Sequence[ExtraRoute] = (),
     ) -> ApiServer:
         """Build and start the API server over ``runtimes`` (the first is the default workspace)."""
 
         async def api(_: AsyncIoCContainer) -> ApiServer:
-            app = create_api_app(list(runtimes), metrics=self.metrics, events=self.events, token=token)
+            app = create_api_app(
+                list(runtimes),
+                metrics=self.metrics,
+                events=self.events,
+                token=token,
+                extra_routes=extra_routes,
+            )
             server = ApiServer(app, host, port)
             await server.start()
             return server

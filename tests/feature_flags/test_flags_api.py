@@ -1,0 +1,82 @@
+"""``GET /flags`` and ``PUT /flags/{component}`` on both servers, over real HTTP, as ``codeagent serve`` runs them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from codeagent.sample import create_sample_workspace
+from codeagent.stub import StubServer
+from feature_flags import Mode, read_entries, read_flags
+
+CLI = [sys.executable, "-m", "codeagent.cli"]
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[StubServer]:
+    with StubServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["legacy", "async"])
+def served(request: pytest.FixtureRequest, tmp_path: Path, stub: StubServer) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "ws"
+    create_sample_workspace(root)
+    (root / ".agent/config.json").write_text('{"api": {"token": "s3cret"}}\n')
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--loop", request.param, "-w", str(root), "--port", "0", "--llm-url", stub.url],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stderr is not None
+    url = ""
+    deadline = time.monotonic() + 30
+    while not url and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if "API listening on" in line:
+            url = line.rsplit(" ", 1)[-1].strip()
+    try:
+        assert url, "serve never printed its URL"
+        yield url, root
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+
+
+def test_flags_over_the_api(served: tuple[str, Path]) -> None:
+    url, root = served
+    auth = {"Authorization": "Bearer s3cret"}
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/flags").status_code == 401
+        doc = client.get("/flags", headers=auth).json()
+        assert {row["component"] for row in doc["components"]} >= {"llm", "git", "files"}
+        answer = client.put(
+            "/flags/llm", json={"mode": "canary", "percent": 25, "reason": "ramp"}, headers=auth
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["mode"] == "canary"
+        assert client.get("/flags/llm", headers=auth).json()["percent"] == 25
+        bad = client.put("/flags/llm", json={"mode": "turbo"}, headers=auth)
+        assert bad.status_code == 400
+        assert "mode" in bad.json()["error"]["message"]
+        missing = client.put("/flags/cache", json={"mode": "new"}, headers=auth)
+        assert missing.status_code == 404
+        assert client.post("/flags/llm", json={}, headers=auth).status_code == 405
+    flags = read_flags(root / ".agent/flags.toml")
+    assert flags.flag("llm").mode is Mode.CANARY
+    entry = read_entries(root / ".agent/flags.toml")[-1]
+    assert (entry.source, entry.reason) == ("api", "ramp")
