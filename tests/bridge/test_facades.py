@@ -232,3 +232,115 @@ def test_canary_follows_the_current_todo(face: str, workspace: Path, runtime: Br
         finally:
             current_todo.reset(token)
         assert {impl for impl, _, _ in log} == {expected}
+
+
+class _Chat:
+    """A minimal LLM client over real loopback HTTP to the stub (sync)."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.client = httpx.Client(base_url=url, timeout=10)
+
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        body = self.client.post(
+            "/chat/completions", json={"model": "stub-coder", "messages": messages}
+        ).json()
+        return str(body["choices"][0]["message"]["content"])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize(
+    ("mode", "serve"), [(Mode.LEGACY, None), (Mode.NEW, None), (Mode.SHADOW, "legacy"), (Mode.SHADOW, "new")]
+)
+def test_llm_routing(
+    face: str, mode: Mode, serve: str | None, workspace: Path, runtime: BridgeRuntime
+) -> None:
+    import httpx
+
+    import core_async.llm as a_llm
+    import core_async.llm_transport as a_transport
+    import core_sync.llm as s_llm
+    import core_sync.llm_transport as s_transport
+    import legacy.llm as l_llm
+    from bridge.llm_facade import AsyncLLMFacade, SyncLLMFacade
+    from bridge.llm_replay import (
+        AsyncRecordingTransport,
+        AsyncReplayTransport,
+        RecordingTransport,
+        ReplayTransport,
+    )
+    from codeagent.stub import StubServer
+
+    _set(runtime, "llm", mode, serve=serve)
+    log: Log = []
+    messages = [{"role": "user", "content": 'Task t-0001: append a line "x" to file a.txt'}]
+    no_wait = {"backoff_base": 0.0, "backoff_max": 0.0, "max_retry_after": 0.0}
+    with StubServer() as stub:
+        args = {"base_url": stub.url, "api_key": "k", "model": "stub-coder", "timeout": 10, "max_retries": 1}
+        legacy = Spy(
+            l_llm.LLMClient(**args, transport=RecordingTransport(httpx.HTTPTransport())),
+            "legacy",
+            log,
+            "real",
+        )
+        legacy_replay = Spy(
+            l_llm.LLMClient(**args, **no_wait, transport=ReplayTransport()), "legacy", log, "replay"
+        )
+        if face == "sync":
+            pools = [
+                s_transport.SyncEndpointPool(wrap_transport=RecordingTransport),
+                s_transport.SyncEndpointPool(wrap_transport=lambda _t: ReplayTransport()),
+            ]
+            new = Spy(s_llm.SyncLLMClient(**args, pool=pools[0]), "new", log, "real")
+            new_replay = Spy(s_llm.SyncLLMClient(**args, **no_wait, pool=pools[1]), "new", log, "replay")
+            facade = SyncLLMFacade(runtime.dispatcher, legacy, new, legacy_replay, new_replay, pools=pools)
+            answer = facade.chat(messages)
+            facade.close()
+        else:
+
+            async def go() -> str:
+                apools = [
+                    a_transport.AsyncEndpointPool(wrap_transport=AsyncRecordingTransport),
+                    a_transport.AsyncEndpointPool(wrap_transport=lambda _t: AsyncReplayTransport()),
+                ]
+                anew = Spy(a_llm.AsyncLLMClient(**args, pool=apools[0]), "new", log, "real")
+                anew_replay = Spy(
+                    a_llm.AsyncLLMClient(**args, **no_wait, pool=apools[1]), "new", log, "replay"
+                )
+                afacade = AsyncLLMFacade(
+                    runtime.dispatcher, legacy, anew, legacy_replay, anew_replay, pools=apools
+                )
+                try:
+                    return await afacade.chat(messages)
+                finally:
+                    await afacade.aclose()
+
+            answer = asyncio.run(go(), debug=True)
+        chat_requests = stub.stats()["by_path"].get("/v1/chat/completions", 0)
+    assert "<<<<<<< SEARCH" in answer
+    chats = {(impl, where) for impl, method, where in log if method == "chat"}
+    if mode is Mode.SHADOW:
+        other = "new" if serve == "legacy" else "legacy"
+        assert chats == {(serve, "real"), (other, "replay")}
+        assert runtime.dispatcher.counters["llm"].mismatches == 0
+    else:
+        assert chats == {(mode.value, "real")}
+    # One real request, whatever the mode: shadow replays the recording instead of asking again.
+    assert chat_requests == 1
+
+
+@pytest.mark.parametrize("mode", [Mode.LEGACY, Mode.NEW])
+def test_config_is_routed(mode: Mode, workspace: Path, runtime: BridgeRuntime) -> None:
+    from bridge.wiring import build_routed_legacy_agent
+
+    (workspace / ".agent/config.json").write_text('{"poll_interval": 0.5}\n')
+    _set(runtime, "config", mode)
+    agent = build_routed_legacy_agent(workspace, runtime, "http://127.0.0.1:9/v1")
+    agent.close()
+    assert agent.config.poll_interval == 0.5
+    counters = runtime.dispatcher.counters["config"]
+    assert (counters.legacy, counters.new) == ((1, 0) if mode is Mode.LEGACY else (0, 1))

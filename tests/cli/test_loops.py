@@ -193,3 +193,48 @@ def test_fallback_can_be_forbidden(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(RuntimeError, match="no loop today"):
         runner.run_workspace(root, llm_url="http://127.0.0.1:9/v1", until_idle=True)
     assert not (root / ".agent/status.json").exists()
+
+
+@pytest.mark.parametrize("loop", ["legacy", "async"])
+def test_malformed_flag_files_never_stop_a_running_loop(tmp_path: Path, loop: str) -> None:
+    from tests.feature_flags.test_loader import CORPUS
+
+    root = tmp_path / "ws"
+    _hundred_todos(root)
+    flags_file = root / ".agent/flags.toml"
+    update_flags(
+        flags_file, components={"checkpoints": ComponentChange(mode=Mode.NEW)}, source="cli", reason="good"
+    )
+    with StubServer(StubOptions(latency_ms=20)) as stub:
+        proc = subprocess.Popen(
+            [*CLI, "run", "--loop", loop, "--until-idle", "-w", str(root), "--llm-url", stub.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # the loop has read the good flags and is working
+                if (root / ".agent/status.json").exists() and any(
+                    s.get("status") == "done" for s in _status(root).values()
+                ):
+                    break
+                time.sleep(0.02)
+            bad_files = [text for _, text, *_ in CORPUS] + ["\x00\x01 binary junk \xff"]
+            for text in bad_files:
+                flags_file.write_text(text, encoding="utf-8", errors="surrogateescape")
+                time.sleep(0.1)
+            _out, err = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert "flag file rejected, keeping the last good flags" in err or "keeping the last good" in err
+    status = _status(root)
+    assert {s["status"] for s in status.values()} == {"done"}
+    assert len(_trailers(root)) == 100
+    # The last good flags (checkpoints on the new path) stayed in force throughout.
+    for todo_id in status:
+        checkpoint = json.loads((root / f".agent/checkpoints/{todo_id}.json").read_text())
+        assert checkpoint.get("schema_version") == 2, todo_id
