@@ -20,13 +20,15 @@ todo_app = typer.Typer(no_args_is_help=True, help="Manage the todo list of a wor
 app.add_typer(todo_app, name="todo")
 
 
-def _register_flags() -> None:
+def _register_subcommands() -> None:
     from codeagent.flags_cli import flags_app
+    from migration.cli import migrate_app
 
     app.add_typer(flags_app, name="flags")
+    app.add_typer(migrate_app, name="migrate")
 
 
-_register_flags()
+_register_subcommands()
 
 WorkspaceOpt = Annotated[
     Path,

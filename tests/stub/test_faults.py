@@ -132,7 +132,13 @@ async def test_hang_outlasts_the_client_timeout_and_ends_when_the_client_leaves(
 async def test_hang_other_requests_go_on(stub: StubServer, client: httpx.AsyncClient) -> None:
     stub.queue_faults(["hang"])
     hung = asyncio.ensure_future(post(client, stub))
-    await asyncio.sleep(0.1)
+    # The queued fault goes to whichever request reaches the stub first: wait until the
+    # hung one is in flight there before sending the others, or one of them may draw it.
+    for _ in range(500):
+        if stub.stats()["in_flight"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert stub.stats()["queued_faults"] == []
     answers = await asyncio.gather(*(post(client, stub) for _ in range(5)))
     assert [a.status_code for a in answers] == [200] * 5
     assert stub.stats()["in_flight"] == 1
