@@ -14,7 +14,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 TYPED = ["codeagent", "legacy", "core_async", "core_sync", "bridge", "feature_flags", "migration"]
-COVERED = ["core_async", "core_sync"]
+COVERED = ["core_async", "core_sync", "bridge", "feature_flags", "migration"]
 
 
 def _install(session: nox.Session, extras: str = "dev") -> None:
@@ -34,7 +34,8 @@ def tests(session: nox.Session) -> None:
         "--cov-report=term-missing:skip-covered",
         "--cov-fail-under=90",
         *session.posargs,
-        env={"PYTHONASYNCIODEBUG": "1"},
+        # Coverage tracing slows every callback 2-3x; the slow-callback detector allows for it.
+        env={"PYTHONASYNCIODEBUG": "1", "CODEAGENT_SLOW_CALLBACK": "0.5"},
     )
 
 

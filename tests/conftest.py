@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
-SLOW_CALLBACK_SECONDS = float(os.environ.get("CODEAGENT_SLOW_CALLBACK", "0.2"))
+SLOW_CALLBACK_SECONDS = float(os.environ.get("CODEAGENT_SLOW_CALLBACK", "0.25"))
 
 
 def debug_loop() -> asyncio.AbstractEventLoop:
