@@ -134,8 +134,9 @@ async def test_hang_other_requests_go_on(stub: StubServer, client: httpx.AsyncCl
     hung = asyncio.ensure_future(post(client, stub))
     # The queued fault goes to whichever request reaches the stub first: wait until the
     # hung one is in flight there before sending the others, or one of them may draw it.
-    for _ in range(500):
-        if stub.stats()["in_flight"] == 1:
+    for _ in range(1000):
+        stats = stub.stats()
+        if stats["in_flight"] == 1 and not stats["queued_faults"]:
             break
         await asyncio.sleep(0.01)
     assert stub.stats()["queued_faults"] == []
