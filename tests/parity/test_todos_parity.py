@@ -81,10 +81,11 @@ def test_empty_file_is_invalid_not_missing(impl: Impl, tmp_path: Path) -> None:
         impl.todos(tmp_path).load()
 
 
+# Threads apply to the sync implementations; the async store's concurrency is tested with tasks in
+# tests/core_async.
+@pytest.mark.parametrize("impl", ["legacy", "core_sync"], indirect=True)
 def test_concurrent_adds_from_threads_lose_nothing(impl: Impl, tmp_path: Path) -> None:
     """The flock on .agent/todos.lock serialises writers; legacy and the twin are used from threads."""
-    if impl.is_async:
-        pytest.skip("the async store's concurrency is tested with tasks in tests/core_async")
     store = impl.todos(tmp_path)
     errors: list[BaseException] = []
 
