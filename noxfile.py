@@ -7,6 +7,8 @@ its own virtualenv, so a fresh machine needs nothing but Python and nox.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "unasync", "tests"]
@@ -65,6 +67,7 @@ def unasync(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Micro-benchmarks (pytest-benchmark); figures, never a gate."""
     _install(session, "dev,bench")
+    Path("bench-results").mkdir(exist_ok=True)
     session.run(
         "python",
         "-m",

@@ -34,75 +34,15 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from codeagent.models import Todo, TodoFile, dump_json  # noqa: E402
+from benchmarks.measure import child_env, cpu_and_wakeups  # noqa: E402
+from benchmarks.scenarios import make_workspace  # noqa: E402
 from codeagent.stub import StubOptions, start_stub_process, stop_stub_process  # noqa: E402
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Bench",
-    "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "Bench",
-    "GIT_COMMITTER_EMAIL": "bench@localhost",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 LEGACY_RUN = (
     "import sys; from pathlib import Path; from legacy.wiring import build_agent; "
     "agent = build_agent(Path(sys.argv[1]), sys.argv[2]); "
     "print(agent.run(until_idle=sys.argv[3] == 'idle')); agent.close()"
 )
-
-
-def child_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "CODEAGENT_LOG_FORMAT": "text"}
-
-
-def make_workspace(root: Path, n: int, *, poll_interval: float | None = None) -> None:
-    """A git workspace with ``n`` todos ``append a line "line i" to file f<i>.txt``."""
-    root.mkdir(parents=True)
-    todos = []
-    for i in range(n):
-        (root / f"f{i}.txt").write_text(f"file {i}\n", encoding="utf-8")
-        todos.append(
-            Todo(id=f"t-{i + 1:04d}", text=f'append a line "line {i}" to file f{i}.txt', files=[f"f{i}.txt"])
-        )
-    (root / ".agent").mkdir()
-    (root / ".agent/todos.json").write_text(dump_json(TodoFile(todos=todos)), encoding="utf-8")
-    if poll_interval is not None:
-        (root / ".agent/config.json").write_text(
-            json.dumps({"poll_interval": poll_interval}), encoding="utf-8"
-        )
-    (root / ".gitignore").write_text(".agent/\n", encoding="utf-8")
-    env = {**os.environ, **GIT_ENV}
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
-        subprocess.run(
-            ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-            cwd=root,
-            env=env,
-            check=True,
-        )
-
-
-def cpu_and_wakeups(proc: psutil.Process) -> tuple[float, int]:
-    """CPU seconds (every thread) and voluntary context switches (wake-ups) of a process so far.
-
-    On Linux from ``/proc/<pid>/task/*/schedstat`` (nanoseconds; psutil's
-    ``cpu_times`` only counts 10 ms clock ticks, too coarse for an idle
-    process), elsewhere from psutil.
-    """
-    tasks = Path(f"/proc/{proc.pid}/task")
-    if tasks.is_dir():
-        cpu_ns = 0
-        switches = 0
-        for task in tasks.iterdir():
-            try:
-                cpu_ns += int((task / "schedstat").read_text().split()[0])
-                for line in (task / "status").read_text().splitlines():
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        switches += int(line.split()[1])
-            except (FileNotFoundError, ProcessLookupError):  # a thread ended meanwhile
-                continue
-        return cpu_ns / 1e9, switches
-    times = proc.cpu_times()
-    return float(times.user + times.system), int(proc.num_ctx_switches().voluntary)
 
 
 def idle_cpu(command: Sequence[str], seconds: float, warmup: float) -> dict[str, float]:

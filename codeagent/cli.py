@@ -148,6 +148,31 @@ def demo(
     raise typer.Exit(code)
 
 
+@app.command("bench")
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="The smaller run (under 2 minutes).")] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="The smallest end-to-end run (seconds).")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (default bench-results/<ts>/).")
+    ] = None,
+    compare: Annotated[
+        Path | None, typer.Option("--compare", help="An earlier results.json to compare with.")
+    ] = None,
+    concurrency: Annotated[
+        list[int] | None, typer.Option("--concurrency", "-c", help="Concurrency levels (repeatable).")
+    ] = None,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Stub LLM latency.")] = 200.0,
+    micro_json: Annotated[
+        Path | None, typer.Option("--micro-json", help="pytest-benchmark JSON to include in the report.")
+    ] = None,
+) -> None:
+    """The A/B suite: legacy vs async on one workload; report.md, results.json and PNG charts."""
+    from benchmarks.ab import run_bench  # matplotlib and friends: only when benchmarking
+
+    code = run_bench(quick, out, compare, concurrency or None, latency_ms, smoke=smoke, micro_json=micro_json)
+    raise typer.Exit(code)
+
+
 @todo_app.command("add")
 def todo_add(
     text: Annotated[str, typer.Argument(help="What to do, in words.")],
