@@ -165,6 +165,26 @@ class Bench:
             result["errors"] = errors[:5]
         return result
 
+    @staticmethod
+    def _settle(handles: dict[str, psutil.Process], *, step: float = 0.5, limit: float = 30.0) -> float:
+        """Wait until every process has finished starting up; return how long that took (seconds).
+
+        A fixed warm-up is not enough on a loaded machine: a process still
+        importing or opening its workspace would count its start-up as idle
+        CPU. Settled means a whole ``step`` in which every process used under
+        5 ms of CPU (the idle loops use well under 1 ms per second).
+        """
+        t0 = time.monotonic()
+        last = {name: cpu_and_wakeups(h)[0] for name, h in handles.items()}
+        while time.monotonic() - t0 < limit:
+            time.sleep(step)
+            now = {name: cpu_and_wakeups(h)[0] for name, h in handles.items()}
+            busy = [name for name in handles if now[name] - last[name] > 0.005]
+            last = now
+            if not busy:
+                break
+        return time.monotonic() - t0
+
     def idle(self) -> dict[str, Any]:
         """CPU and wake-ups of every contender waiting for work, measured over one shared window."""
         plan = self.plan
@@ -189,6 +209,7 @@ class Bench:
                     tail = err.read_text(encoding="utf-8", errors="replace")[-2000:]
                     raise BenchError(f"idle {name} exited early ({proc.returncode}):\n{tail}")
             handles = {name: psutil.Process(proc.pid) for name, (proc, _o, _e) in spawned.items()}
+            settled_after = self._settle(handles)
             before = {name: cpu_and_wakeups(h) for name, h in handles.items()}
             t0 = time.monotonic()
             time.sleep(plan.idle_seconds)
@@ -211,6 +232,7 @@ class Bench:
                 "wakeups_per_s": (after[name][1] - before[name][1]) / window,
                 "window_s": window,
                 "window_started": t0,
+                "settled_after_s": settled_after,
             }
             for name in spawned
         }

@@ -195,18 +195,25 @@ def _kernel_options(concurrency: int, workspaces: int, *, signals: bool) -> Any:
 
 def async_kernel(args: Args) -> dict[str, Any]:
     """The async kernel over every workspace, with an event-loop lag ticker running alongside."""
-    from core_async.kernel.entry import run_kernel
+    from core_async.kernel.server_core import AsyncServerCore
 
     roots = [Path(root) for root in args["roots"]]
     options = _kernel_options(int(args["concurrency"]), len(roots), signals=False)
 
     async def main() -> dict[str, Any]:
-        ticker = LagTicker(0.01)
-        ticker.start()
-        window = _Window()
-        processed = await run_kernel(roots, llm_url=args["url"], until_idle=True, options=options)
-        figures = window.close()
-        lag = await ticker.stop()
+        # The window opens once the kernel is built, as the legacy contenders' opens once
+        # their agents are: both measure working through the todos, not starting up.
+        core = AsyncServerCore(roots, llm_url=args["url"], options=options, until_idle=True)
+        try:
+            await core.start()
+            ticker = LagTicker(0.01)
+            ticker.start()
+            window = _Window()
+            processed = await core.run_main_loop()
+            figures = window.close()
+            lag = await ticker.stop()
+        finally:
+            await core.handle_shutdown()
         return {**figures, "processed": processed, "loop_lag_ms": lag}
 
     with asyncio.Runner(loop_factory=_loop_factory(bool(args["uvloop"]))) as runner:

@@ -137,7 +137,7 @@ def make_plan(
     if mode == "quick":
         levels = tuple(concurrency or (1, 10, 100))
         rounds, floor, idle, warm, lat_n, lat_rounds, inflight, inflight_ms = (
-            1.2,
+            2.0,
             1,
             3.0,
             2.0,
@@ -156,7 +156,7 @@ def make_plan(
             100,
             25,
             10_000,
-            6000.0,
+            12000.0,  # long enough for all 10,000 to be in flight before the first answer
         )
     else:
         raise ValueError(f"unknown mode {mode!r}: expected smoke, quick or full")

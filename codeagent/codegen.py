@@ -63,6 +63,7 @@ ASYNC_ONLY_MODULES: frozenset[str] = frozenset(
     {
         "__init__",
         "_compat",
+        "_process",
         "server",
         "orchestrator",
         "configuration",
@@ -89,6 +90,7 @@ REPLACEMENTS: dict[str, str] = {
     "ASemaphore": "Semaphore",
     "AEvent": "Event",
     "ato_thread": "to_thread",
+    "ato_thread_settled": "to_thread_settled",
     "arun_process": "run_process",
     "atimeout": "timeout",
     "ashared_lock": "shared_lock",
@@ -100,6 +102,7 @@ REPLACEMENTS: dict[str, str] = {
     "aclose": "close",
     "aread": "read",
     "aiter_lines": "iter_lines",
+    "handle_async_request": "handle_request",
 }
 
 #: Names that must not survive into a sync twin (a compat function is missing).

@@ -14,6 +14,7 @@ async (here)       sync (core_sync)    what it is
 ``ASemaphore``     ``Semaphore``       bounded slots (asyncio / threading)
 ``AEvent``         ``Event``           a flag to wait on (asyncio / threading)
 ``ato_thread``     ``to_thread``       ONE hop of blocking work to a worker thread
+``ato_thread_settled`` ``to_thread_settled`` the same, but a cancelled caller waits for it to finish
 ``arun_process``   ``run_process``     a subprocess with list arguments
 ``atimeout``       ``timeout``         a hard deadline around a block
 ``ashared_lock``   ``shared_lock``     a lock shared by key (one git writer per repo)
@@ -34,6 +35,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
+
+from core_async._process import PIDFD, spawn_and_collect
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -57,6 +60,7 @@ __all__ = [
     "asleep",
     "atimeout",
     "ato_thread",
+    "ato_thread_settled",
     "await_event",
 ]
 
@@ -95,6 +99,28 @@ async def ato_thread(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs)
     return await asyncio.to_thread(func, *args, **kwargs)
 
 
+async def ato_thread_settled(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """:func:`ato_thread`, except that cancellation waits until ``func`` has finished in its thread.
+
+    For work other tasks depend on (a batch written for several callers): when
+    the caller sees :class:`asyncio.CancelledError`, the work is done, so
+    whoever waits on its outcome is never told "written" before it is.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(func, *args, **kwargs))
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done():
+                raise
+            cancelled = True  # keep waiting: the thread cannot be stopped
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+
 async def await_event(event: asyncio.Event, seconds: float | None) -> bool:
     """Wait until ``event`` is set or ``seconds`` pass (``None``: forever); return whether it is set."""
     if event.is_set():
@@ -127,8 +153,26 @@ async def arun_process(
     """Run ``args`` (a list, never a shell string) and collect its exit code and output.
 
     After ``time_limit`` seconds (or on cancellation) the process is killed and reaped before the
-    exception propagates, so no zombie is left behind.
+    exception propagates, so no zombie is left behind. On Linux the child is started by
+    :mod:`subprocess` and awaited on a pidfd (see :mod:`core_async._process` for why).
     """
+    if PIDFD:
+        returncode, stdout, stderr = await spawn_and_collect(
+            args, cwd=os.fspath(cwd), env=env, input_bytes=input_bytes, time_limit=time_limit
+        )
+        return ProcessResult(returncode, stdout, stderr)
+    return await _loop_run_process(args, cwd=cwd, env=env, input_bytes=input_bytes, time_limit=time_limit)
+
+
+async def _loop_run_process(
+    args: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str],
+    env: Mapping[str, str] | None,
+    input_bytes: bytes | None,
+    time_limit: float | None,
+) -> ProcessResult:
+    """:func:`arun_process` on the loop's own subprocess support (where there are no pidfds)."""
     proc = await asyncio.create_subprocess_exec(
         *args,
         cwd=os.fspath(cwd),

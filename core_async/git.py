@@ -8,11 +8,25 @@ paths, so no todo id or file name can be read as an option. Commits of one
 repository are serialised by a lock shared by every :class:`AsyncGitRepo` on
 that path in the process (keyed by the absolute path, computed without I/O);
 git's own ``index.lock`` still guards against other processes.
+
+Spawning git is most of a todo's CPU (about 3 ms of parent and child CPU per
+call on this stack), so each operation spawns as few as it can: ``find_commit``
+runs one ``git log`` (it asks for ``HEAD`` only when that log fails, to tell an
+unborn branch from an error) and ``commit`` runs ``add`` and ``commit`` and reads
+the new sha from commit's own summary line (``core.abbrev=no`` prints it in
+full), falling back to ``rev-parse`` only if that line is not understood.
+``git commit`` also starts ``git maintenance run --auto`` after every commit
+(a whole extra process, half of a commit's CPU: 5.4 ms -> 3.2 ms here without
+it), so commits run with ``maintenance.auto=false`` and the repository gets
+``git gc --auto`` once every :attr:`AsyncGitRepo.maintenance_every` commits
+instead (it detaches, and does nothing until git's own thresholds are met).
+Legacy runs five or six processes per todo for the same history; this runs three.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,10 +36,15 @@ from core_async._compat import arun_process, ashared_lock
 TRAILER_KEY = "Todo-Id"
 _RECORD_SEP = "\x1e"
 _FIELD_SEP = "\x1f"
+#: ``[main 1f0c...]``, ``[main (root-commit) 1f0c...]``, ``[detached HEAD 1f0c...]``: git's summary line.
+_SUMMARY = re.compile(r"^\[[^\]\n]*?\b([0-9a-f]{40}|[0-9a-f]{64})\] ", re.MULTILINE)
 
 
 class AsyncGitRepo:
     """One workspace's git repository."""
+
+    #: Commits between two ``git gc --auto`` runs (git's own per-commit check is switched off).
+    maintenance_every = 50
 
     def __init__(
         self, root: Path, author_name: str, author_email: str, *, timeout: float | None = 120.0
@@ -33,6 +52,7 @@ class AsyncGitRepo:
         self.root = Path(root)
         self.timeout = timeout
         self._lock_key = f"git:{os.path.abspath(self.root)}"
+        self._commits = 0
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
         env.update(
             GIT_AUTHOR_NAME=author_name,
@@ -81,18 +101,20 @@ class AsyncGitRepo:
 
     async def find_commit(self, todo_id: str) -> str | None:
         """The newest commit in ``HEAD``'s history whose ``Todo-Id`` trailer is ``todo_id``."""
-        if await self.head() is None:
-            return None
-        out = await self._run(
-            [
-                "log",
-                "-F",
-                f"--grep={TRAILER_KEY}: {todo_id}",
-                f"--format=%H{_FIELD_SEP}%(trailers:key={TRAILER_KEY},valueonly,separator=%x1f){_RECORD_SEP}",
-                "--end-of-options",
-                "HEAD",
-            ]
-        )
+        args = [
+            "log",
+            "-F",
+            f"--grep={TRAILER_KEY}: {todo_id}",
+            f"--format=%H{_FIELD_SEP}%(trailers:key={TRAILER_KEY},valueonly,separator=%x1f){_RECORD_SEP}",
+            "--end-of-options",
+            "HEAD",
+        ]
+        try:
+            out = await self._run(args)
+        except GitError:
+            if await self.head() is None:  # an unborn branch has no history to search
+                return None
+            raise
         for record in out.split(_RECORD_SEP):
             sha, _, values = record.strip().partition(_FIELD_SEP)
             if sha and todo_id in (v.strip() for v in values.split(_FIELD_SEP)):
@@ -110,11 +132,16 @@ class AsyncGitRepo:
         async with ashared_lock(self._lock_key):
             if paths:
                 await self._run(["add", "-A", "--", *paths])
-            args = ["commit", "-q", "--allow-empty", "--no-edit", "-F", "-"]
+            args = ["-c", "core.abbrev=no", "-c", "maintenance.auto=false"]
+            args += ["commit", "--allow-empty", "--no-edit", "-F", "-"]
             if paths:
                 args += ["--only", "--", *paths]
-            await self._run(args, stdin=message)
-            sha = await self.head()
+            summary = _SUMMARY.search(await self._run(args, stdin=message))
+            sha = summary.group(1) if summary else await self.head()
         if sha is None:  # pragma: no cover - git said it committed
             raise GitError(args, 0, "no HEAD after commit")
+        self._commits += 1
+        if self._commits % self.maintenance_every == 0:
+            # Outside the writer lock: gc takes git's own locks and detaches by default.
+            await self._run(["gc", "--auto", "--quiet"], check=False)
         return sha

@@ -109,7 +109,7 @@ class AsyncLLMClient:
                 json=chat_payload(self.model, messages, self.temperature, stream=stream),
                 headers=self._headers,
                 timeout=httpx.Timeout(budget, pool=None),
-                extensions={"trace": endpoint.trace},
+                extensions=endpoint.extensions,
             )
             response = await endpoint.client.send(request, stream=stream)
             if stream and response.status_code != 200:

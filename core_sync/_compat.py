@@ -39,6 +39,7 @@ __all__ = [
     "sleep",
     "timeout",
     "to_thread",
+    "to_thread_settled",
     "wait_event",
 ]
 
@@ -64,6 +65,11 @@ def sleep(seconds: float) -> None:
 
 def to_thread(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """The sync twin of ``ato_thread``: just call ``func`` (we are already off any loop)."""
+    return func(*args, **kwargs)
+
+
+def to_thread_settled(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """The sync twin of ``ato_thread_settled``: just call ``func``."""
     return func(*args, **kwargs)
 
 

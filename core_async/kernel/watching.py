@@ -44,11 +44,12 @@ Callback = Callable[[], Awaitable[None]]
 
 def concerns_file(name: str, changes: Iterable[tuple[object, str]]) -> bool:
     """Whether a batch of changes touches file ``name`` (by name, or one of its ``.name.*`` temp files)."""
-    for _change, changed in changes:
-        base = Path(changed).name
-        if base == name or base.startswith(f".{name}."):
-            return True
-    return False
+    return any(names_file(Path(changed).name, name) for _change, changed in changes)
+
+
+def names_file(base: str, name: str) -> bool:
+    """Whether directory entry ``base`` is file ``name`` or one of its ``.name.*`` temp files."""
+    return base == name or base.startswith(f".{name}.")
 
 
 def default_backend() -> str:
@@ -153,7 +154,10 @@ class DirectoryWatcher:
                 if event.mask & inotify.IN_IGNORED and directory is not None:
                     log.warning("%s is no longer watched (removed?)", directory)
                 continue
-            self._pending.add((directory, event.name))
+            # The agent's own writes (status, checkpoints) land in the same directories many
+            # times per todo; drop what no one watches before any further work.
+            if any(names_file(event.name, name) for name in self._interests.get(directory, ())):
+                self._pending.add((directory, event.name))
         if self._pending and self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.debounce_ms / 1000, self._release)
 

@@ -95,6 +95,7 @@ def test_both_halves_export_the_same_names() -> None:
         "ASemaphore": "Semaphore",
         "AEvent": "Event",
         "ato_thread": "to_thread",
+        "ato_thread_settled": "to_thread_settled",
         "arun_process": "run_process",
         "atimeout": "timeout",
         "ashared_lock": "shared_lock",
@@ -102,3 +103,23 @@ def test_both_halves_export_the_same_names() -> None:
     }
     assert sorted(rename.get(n, n) for n in acompat.__all__) == sorted(scompat.__all__)
     assert (acompat.LOOP_KIND, scompat.LOOP_KIND) == ("async", "sync")
+
+
+async def test_a_cancelled_settled_hop_waits_for_its_work() -> None:
+    finished = threading.Event()
+
+    def work() -> str:
+        time.sleep(0.2)
+        finished.set()
+        return "done"
+
+    task = asyncio.ensure_future(acompat.ato_thread_settled(work))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()  # a second cancellation does not cut the wait short either
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()
+    assert await acompat.ato_thread_settled(str.upper, "x") == "X"
+    assert scompat.to_thread_settled(str.upper, "x") == "X"

@@ -95,3 +95,38 @@ def test_option_like_paths_are_paths(impl: Impl, tmp_path: Path) -> None:
     (tmp_path / "--help").write_text("not an option\n")
     sha = impl.git(tmp_path).commit("odd name\n\nTodo-Id: t-0003\n", ["--help"])
     assert git(tmp_path, "show", "--name-only", "--format=", sha).strip() == "--help"
+
+
+def test_first_commit_of_an_unborn_branch(impl: Impl, tmp_path: Path) -> None:
+    """The root commit (``[main (root-commit) sha]``) is found and reported like any other."""
+    repo = impl.git(tmp_path)
+    repo.ensure_repo()
+    (tmp_path / "a.txt").write_text("a\n")
+    sha = repo.commit("first\n\nTodo-Id: t-0001\n", ["a.txt"])
+    assert sha == git(tmp_path, "rev-parse", "HEAD").strip()
+    assert repo.find_commit("t-0001") == sha
+
+
+@pytest.mark.parametrize("where", ["odd]branch", "--detach"])
+def test_commit_sha_on_odd_branches_and_detached_head(impl: Impl, tmp_path: Path, where: str) -> None:
+    """Whatever git prints around the sha, the returned sha is the new HEAD."""
+    make_repo(tmp_path)
+    if where == "--detach":
+        git(tmp_path, "checkout", "-q", "--detach")
+    else:
+        git(tmp_path, "checkout", "-q", "-b", where)
+    repo = impl.git(tmp_path)
+    sha = repo.commit("x\n\nTodo-Id: t-0005\n", [])
+    assert sha == git(tmp_path, "rev-parse", "HEAD").strip()
+    assert repo.find_commit("t-0005") == sha
+
+
+def test_unreadable_history_raises_git_error(impl: Impl, tmp_path: Path) -> None:
+    """A history git cannot walk is an error, never "no commit yet" (which would commit twice)."""
+    make_repo(tmp_path)
+    repo = impl.git(tmp_path)
+    repo.commit("x\n\nTodo-Id: t-0001\n", [])
+    first = git(tmp_path, "rev-list", "--max-parents=0", "HEAD").strip()
+    (tmp_path / ".git" / "objects" / first[:2] / first[2:]).unlink()
+    with pytest.raises(GitError):
+        repo.find_commit("t-0001")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,49 @@ def test_git_time_limit(new: Impl, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(GitError, match=r"no exit within 0\.3s"):
         repo.head()
     assert time.monotonic() - started < 5
+
+
+def test_commits_leave_maintenance_to_a_periodic_gc(
+    new: Impl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No commit starts git's auto maintenance; every ``maintenance_every`` commits one ``gc --auto`` does.
+
+    git's trace2 log (switched on in a global config: the components drop inherited ``GIT_*``
+    variables) lists every git process, also the ones git itself starts.
+    """
+    root = make_repo(tmp_path / "repo")
+    home = tmp_path / "home"
+    home.mkdir()
+    trace = tmp_path / "trace.log"
+    (home / ".gitconfig").write_text(f"[trace2]\n\tnormalTarget = {trace}\n")
+    monkeypatch.setenv("HOME", str(home))
+
+    def started() -> list[str]:
+        lines = trace.read_text().splitlines() if trace.exists() else []
+        return [line.split(" start ", 1)[1] for line in lines if " start " in line]
+
+    # The log does show what a plain commit starts behind its caller's back.
+    subprocess.run(
+        ["git", "-c", "user.name=A", "-c", "user.email=a@b", "commit", "-q", "--allow-empty", "-m", "x"],
+        cwd=root,
+        check=True,
+    )
+    assert any("maintenance run --auto" in line for line in started())
+    trace.unlink()
+
+    raw = new.cls("git")(root, "A", "a@b")
+    raw.maintenance_every = 3
+    repo = new.wrap(raw)
+    for i in range(2):
+        (root / f"f{i}.txt").write_text(f"{i}\n")
+        repo.commit(f"c{i}\n\nTodo-Id: t-000{i}\n", [f"f{i}.txt"])
+    assert [line for line in started() if "maintenance run" in line or " gc " in f" {line} "] == []
+    (root / "f2.txt").write_text("2\n")
+    sha = repo.commit("c2\n\nTodo-Id: t-0002\n", ["f2.txt"])
+    gcs = [line for line in started() if " gc " in f" {line} "]
+    assert len(gcs) == 1 and gcs[0].endswith("gc --auto --quiet"), started()
+    assert not [line for line in started() if "maintenance run" in line]
+    assert repo.find_commit("t-0002") == sha
 
 
 def test_plain_wiring(new: Impl, tmp_path: Path, stub: Any) -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from codeagent import httpcore_fixes
 from codeagent.stub import StubOptions, StubServer
 from tests.stub.helpers import chat_body, reply_text
 
@@ -29,7 +30,15 @@ async def client(http2: bool) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def post(client: httpx.AsyncClient, stub: StubServer, **extra: object) -> httpx.Response:
-    return await client.post(f"{stub.url}/chat/completions", json={**BODY, **extra})
+    # With httpcore's stock HTTP/2 reads a hung stream can hold the connection's read lock
+    # while the others' answers wait behind it (a client-side stall, not the stub's), so
+    # these requests read as the project's own client does.
+    httpcore_fixes.install()
+    return await client.post(
+        f"{stub.url}/chat/completions",
+        json={**BODY, **extra},
+        extensions={httpcore_fixes.SHARED_READ: True},
+    )
 
 
 async def wait_idle(stub: StubServer) -> dict[str, object]:
