@@ -65,19 +65,24 @@ def unasync(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Micro-benchmarks (pytest-benchmark); figures, never a gate."""
+    """The micro-benchmarks (pytest-benchmark), then the A/B suite with their figures; never a gate.
+
+    Arguments after ``--`` go to the suite, e.g. ``nox -s bench -- --quick``.
+    """
     _install(session, "dev,bench")
     Path("bench-results").mkdir(exist_ok=True)
+    micro = "bench-results/micro.json"
     session.run(
         "python",
         "-m",
         "pytest",
         "benchmarks/micro",
         "--benchmark-only",
+        f"--benchmark-json={micro}",
         "-p",
         "no:cacheprovider",
-        *session.posargs,
     )
+    session.run("python", "-m", "benchmarks", "--micro-json", micro, *session.posargs)
 
 
 @nox.session

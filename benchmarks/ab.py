@@ -459,7 +459,45 @@ def bench(
     micro_json: Annotated[
         Path | None, typer.Option("--micro-json", help="pytest-benchmark JSON to include")
     ] = None,
+    from_results: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-results",
+            help="write the report, table and charts again from an earlier results.json (runs nothing;"
+            " --micro-json adds or replaces its micro-benchmark figures)",
+        ),
+    ] = None,
 ) -> None:
     """Run the A/B suite and write report.md, results.json and PNG charts."""
+    if from_results is not None:
+        raise typer.Exit(render_again(from_results, out, micro_json=micro_json, compare=compare))
     code = run_bench(quick, out, compare, concurrency or None, latency_ms, smoke=smoke, micro_json=micro_json)
     raise typer.Exit(code)
+
+
+def render_again(
+    results_json: Path, out: Path | None, *, micro_json: Path | None = None, compare: Path | None = None
+) -> int:
+    """Verdicts, report, table and charts of an earlier run, with fresh micro figures if given."""
+    console = Console(stderr=True)
+    try:
+        results = json.loads(results_json.read_text(encoding="utf-8"))
+        old = json.loads(compare.read_text(encoding="utf-8")) if compare is not None else None
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read {exc}")
+        return 2
+    if micro_json is not None:
+        results["micro"] = _micro_summary(micro_json)
+        results["meta"]["micro_added"] = f"{micro_json} (after the run, by --from-results)"
+    out_dir = out if out is not None else results_json.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report.finish(results, old)
+    (out_dir / "results.json").write_text(
+        json.dumps(_json_safe(results), indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8"
+    )
+    (out_dir / "report.md").write_text(report.markdown(results), encoding="utf-8")
+    charts.draw(results, out_dir)
+    screen = Console()
+    report.print_tables(results, screen if screen.is_terminal else Console(width=200))
+    console.print(f"[green]report: {out_dir / 'report.md'}  figures: {out_dir / 'results.json'}")
+    return 0

@@ -7,6 +7,7 @@ computed from this run's figures; every verdict names the figure it reads.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from rich.console import Console
@@ -372,6 +373,35 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     return out
 
 
+#: Calls per round of the bridge-overhead micro-benchmarks (benchmarks/micro/test_bridge_overhead.py).
+BRIDGE_CALLS_PER_ROUND = 1000
+
+
+def micro_derived(min_us: dict[str, float]) -> list[str]:
+    """Bridge overhead per routed call, and per operation the twin vs legacy and async_to_sync vs twin."""
+    lines: list[str] = []
+    for face in ("sync", "async"):
+        routed = min_us.get(f"test_routed_{face}_call_mode_new")
+        direct = min_us.get(f"test_direct_{face}_call")
+        if routed is not None and direct is not None:
+            per_call = (routed - direct) / BRIDGE_CALLS_PER_ROUND
+            lines.append(f"- bridge overhead per routed call, {face} face (mode new): {per_call:.2f} µs")
+    rows: dict[str, dict[str, float]] = {}
+    for name, value in min_us.items():
+        match = re.fullmatch(r"test_(\w+)\[(\w+)\]", name)
+        if match:
+            rows.setdefault(match[1], {})[match[2]] = value
+    table = []
+    for operation, row in sorted(rows.items()):
+        if "legacy" in row and "core_sync" in row:
+            a2s = row.get("async_to_sync")
+            a2s_cell = f"{a2s / row['core_sync']:.1f}x" if a2s is not None else "-"
+            table.append(f"| {operation} | {row['core_sync'] / row['legacy']:.2f}x | {a2s_cell} |")
+    if table:
+        lines += ["", "| operation | twin / legacy | async_to_sync / twin |", "|---|---|---|", *table]
+    return [*lines, ""] if lines else []
+
+
 def markdown(results: dict[str, Any]) -> str:
     """``report.md``: machine, method, tables, verdicts, charts."""
     meta = results["meta"]
@@ -413,12 +443,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"![{name}]({name})", ""]
     micro = results.get("micro")
     if micro:
-        lines += [
-            "## Micro-benchmarks (read from " + micro["source"] + ")",
-            "",
-            "| benchmark | min µs |",
-            "|---|---|",
-        ]
+        lines += ["## Micro-benchmarks (read from " + micro["source"] + ")", ""]
+        lines += micro_derived(micro["min_us"])
+        lines += ["| benchmark | min µs |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in sorted(micro["min_us"].items())]
         lines.append("")
     else:

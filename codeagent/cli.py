@@ -165,10 +165,20 @@ def bench(
     micro_json: Annotated[
         Path | None, typer.Option("--micro-json", help="pytest-benchmark JSON to include in the report.")
     ] = None,
+    from_results: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-results",
+            help="Write report, table and charts again from an earlier results.json (runs nothing;"
+            " --micro-json adds its micro-benchmark figures).",
+        ),
+    ] = None,
 ) -> None:
     """The A/B suite: legacy vs async on one workload; report.md, results.json and PNG charts."""
-    from benchmarks.ab import run_bench  # matplotlib and friends: only when benchmarking
+    from benchmarks.ab import render_again, run_bench  # matplotlib and friends: only when benchmarking
 
+    if from_results is not None:
+        raise typer.Exit(render_again(from_results, out, micro_json=micro_json, compare=compare))
     code = run_bench(quick, out, compare, concurrency or None, latency_ms, smoke=smoke, micro_json=micro_json)
     raise typer.Exit(code)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.micro.conftest import Caller
+from benchmarks.micro.conftest import VARIANTS, Caller
 from codeagent.models import Checkpoint, Stage, Todo, TodoFile, TodoState, TodoStatus, dump_json
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
@@ -141,9 +141,9 @@ def stub_url() -> Iterator[str]:
         stop_stub_process(process)
 
 
+# Not through async_to_sync: it runs each call on a new event loop, and a pooled client cannot cross loops.
+@pytest.mark.parametrize("caller", [v for v in VARIANTS if v != "async_to_sync"], indirect=True)
 def test_llm_chat(benchmark: Any, caller: Caller, stub_url: str) -> None:
-    if caller.variant == "async_to_sync":
-        pytest.skip("async_to_sync runs each call on a new event loop; a pooled client cannot cross loops")
     llm = caller.make("llm", stub_url, "sk", "stub-coder", 10.0, 0)
     chat = caller.bind(llm.chat, [{"role": "user", "content": 'Task t-1: append a line "x" to file a.txt'}])
     chat()

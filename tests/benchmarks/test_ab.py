@@ -123,3 +123,43 @@ def test_cli_help_and_bad_compare_file(tmp_path: Path) -> None:
         bench_app, ["--smoke", "--out", str(tmp_path), "--compare", str(tmp_path / "none.json")]
     )
     assert result.exit_code == 2
+
+
+@pytest.mark.slow
+def test_report_rendered_again_with_micro_figures(
+    smoke_run: tuple[Path, dict[str, Any], float, float], tmp_path: Path
+) -> None:
+    """``--from-results`` runs nothing: the same measured figures, plus the micro-benchmarks given."""
+    out, results, _, _ = smoke_run
+    micro = {
+        "benchmarks": [
+            {"name": "test_direct_sync_call", "stats": {"min": 40e-6}},
+            {"name": "test_routed_sync_call_mode_new", "stats": {"min": 1540e-6}},
+            {"name": "test_todos_load[legacy]", "stats": {"min": 100e-6}},
+            {"name": "test_todos_load[core_sync]", "stats": {"min": 110e-6}},
+            {"name": "test_todos_load[async_to_sync]", "stats": {"min": 880e-6}},
+        ]
+    }
+    (tmp_path / "micro.json").write_text(json.dumps(micro), encoding="utf-8")
+    again = tmp_path / "again"
+    result = CliRunner().invoke(
+        bench_app,
+        [
+            "--from-results",
+            str(out / "results.json"),
+            "--micro-json",
+            str(tmp_path / "micro.json"),
+            "--out",
+            str(again),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = (again / "report.md").read_text(encoding="utf-8")
+    assert "bridge overhead per routed call, sync face (mode new): 1.50 µs" in text
+    assert "| todos_load | 1.10x | 8.0x |" in text
+    rendered = json.loads((again / "results.json").read_text(encoding="utf-8"))
+    assert rendered["throughput"] == results["throughput"]
+    assert [v["value"] for v in rendered["verdicts"]] == [v["value"] for v in results["verdicts"]]
+    assert (again / "throughput.png").stat().st_size > 0
+    missing = CliRunner().invoke(bench_app, ["--from-results", str(tmp_path / "none.json")])
+    assert missing.exit_code == 2
