@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.parity._support import stub_server_fixture
+from tests.parity._support import fresh_stub, stub_server_fixture
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +17,4 @@ def stub_server() -> Iterator[Any]:
 
 @pytest.fixture
 def stub(stub_server: Any) -> Any:
-    stub_server.reset()
-    stub_server.set_options(latency_ms=0, fail_rate=0.0, retry_after_s=0.2, hang_s=30)
-    return stub_server
+    return fresh_stub(stub_server)

@@ -14,6 +14,7 @@ import inspect
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -276,6 +277,20 @@ class HTTP1OnlyServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
+
+
+def fresh_stub(stub: Any) -> Any:
+    """``stub`` with no faults, no latency and zeroed counters, once the last test's requests are over.
+
+    A request a previous test left hanging is counted when it ends (its client closing the
+    connection); resetting before that would let it land in the next test's counters.
+    """
+    deadline = time.monotonic() + 10
+    while stub.stats(recent=0)["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stub.reset()
+    stub.set_options(latency_ms=0, fail_rate=0.0, retry_after_s=0.2, hang_s=30)
+    return stub
 
 
 def stub_server_fixture() -> Iterator[Any]:
