@@ -29,14 +29,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 
-#: ``True`` where the running kernel gives pidfds (Linux 5.3+).
-PIDFD = hasattr(os, "pidfd_open")
 _CHUNK = 65536
 
 
 def _pidfd_works() -> bool:
     """Whether ``pidfd_open`` works here (a kernel can lack it even when Python has it)."""
-    if not PIDFD:
+    if not hasattr(os, "pidfd_open"):
         return False
     try:
         os.close(os.pidfd_open(os.getpid()))
@@ -45,6 +43,7 @@ def _pidfd_works() -> bool:
     return True
 
 
+#: ``True`` where the running kernel gives pidfds (Linux 5.3+).
 PIDFD = _pidfd_works()
 
 
