@@ -1,4 +1,4 @@
-"""Developer sessions: tests, lint, typecheck, unasync, bench, demo.
+"""Developer sessions: tests, lint, typecheck, imports, unasync, bench, demo.
 
 ``nox -s tests`` is the README's test command and what CI runs (after lint,
 typecheck and ``unasync -- --check``). Each session installs the project into
@@ -11,11 +11,22 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "unasync", "tests"]
+nox.options.sessions = ["lint", "typecheck", "imports", "unasync", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
-TYPED = ["codeagent", "legacy", "core_async", "core_sync", "bridge", "feature_flags", "migration"]
+TYPED = [
+    "codeagent",
+    "codeagent_app",
+    "llm_stub",
+    "legacy",
+    "core_async",
+    "core_sync",
+    "bridge",
+    "feature_flags",
+    "migration",
+    "tools",
+]
 COVERED = ["core_async", "core_sync", "bridge", "feature_flags", "migration"]
 
 
@@ -57,10 +68,17 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
-def unasync(session: nox.Session) -> None:
-    """Regenerate core_sync/ from core_async/ (``-- --check`` only verifies it is current)."""
+def imports(session: nox.Session) -> None:
+    """The import contract: who may import whom (see docs/architecture.md), checked by import-linter."""
     _install(session)
-    session.run("python", "-m", "codeagent.codegen", *session.posargs)
+    session.run("lint-imports")
+
+
+@nox.session
+def unasync(session: nox.Session) -> None:
+    """Regenerate core_sync/ and bridge/_sync/ from their async sources (``-- --check`` only verifies)."""
+    _install(session)
+    session.run("python", "tools/codegen.py", *session.posargs)
 
 
 @nox.session

@@ -1,4 +1,4 @@
-"""The A/B benchmark suite (M20): legacy and async Code Agent on the same workload, same machine, one run.
+"""The A/B benchmark suite: legacy and async Code Agent on the same workload, same machine, one run.
 
 ``python -m benchmarks [--quick|--smoke] [--out DIR] [--compare OLD.json]`` (the CLI wires
 :data:`bench_app` / :func:`run_bench` as ``codeagent bench``).
@@ -43,7 +43,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from benchmarks import charts, report
 from benchmarks.measure import REPO, child_env, cpu_and_wakeups, machine_info
 from benchmarks.scenarios import ASYNC_CONTENDERS, Plan, make_plan, make_workspace, make_workspaces
-from codeagent.stub import StubOptions, start_stub_process, stop_stub_process
+from llm_stub import StubOptions, start_stub_process, stop_stub_process
 
 CHILD_TIMEOUT_S = 900.0
 

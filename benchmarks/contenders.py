@@ -8,7 +8,7 @@ time of the child and of every git subprocess it waited for.
 
 Throughput jobs (one per contender):
 
-* ``legacy_loop``: ``legacy.wiring.build_agent(ws).run(until_idle=True)``, the
+* ``legacy_loop``: ``benchmarks.plain.legacy_agent(ws).run(until_idle=True)``, the
   legacy ``while True`` loop, over the workspaces it is given, one after
   another. The parent starts as many of these processes as the concurrency
   allows, at most one per workspace (a legacy server serves one workspace).
@@ -85,7 +85,7 @@ class _Window:
 
 def legacy_loop(args: Args) -> dict[str, Any]:
     """The legacy loop over each given workspace in turn."""
-    from legacy.wiring import build_agent
+    from benchmarks.plain import legacy_agent as build_agent
 
     agents = [build_agent(Path(root), args["url"]) for root in args["roots"]]
     window = _Window()
@@ -127,8 +127,8 @@ class _LockedGit:
 
 def legacy_threads(args: Args) -> dict[str, Any]:
     """The legacy components driven by a thread pool of ``threads`` workers."""
+    from benchmarks.plain import legacy_agent as build_agent
     from codeagent.models import pending_todos
-    from legacy.wiring import build_agent
 
     agents = [build_agent(Path(root), args["url"]) for root in args["roots"]]
     for agent in agents:
@@ -226,7 +226,7 @@ def async_kernel(args: Args) -> dict[str, Any]:
 
 def idle_legacy_loop(args: Args) -> dict[str, Any]:
     """The legacy loop with nothing to do: it polls the todo file every ``poll_interval``."""
-    from legacy.wiring import build_agent
+    from benchmarks.plain import legacy_agent as build_agent
 
     agent = build_agent(Path(args["root"]), args["url"])
     agent.run(until_idle=False)
@@ -235,8 +235,8 @@ def idle_legacy_loop(args: Args) -> dict[str, Any]:
 
 def idle_legacy_threads(args: Args) -> dict[str, Any]:
     """A legacy thread pool with nothing to do: a dispatcher polls the todo file, workers block on a queue."""
+    from benchmarks.plain import legacy_agent as build_agent
     from codeagent.models import pending_todos
-    from legacy.wiring import build_agent
 
     agent = build_agent(Path(args["root"]), args["url"])
     work: queue.SimpleQueue[Any] = queue.SimpleQueue()

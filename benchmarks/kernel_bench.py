@@ -2,7 +2,7 @@
 
 (a) Idle CPU: a server waiting for work for ``--idle-seconds``; CPU time of
     every thread of the child process and its wake-ups (voluntary context
-    switches) over that window, after a warm-up. Legacy: ``legacy.wiring.build_agent(ws).run()``
+    switches) over that window, after a warm-up. Legacy: ``benchmarks.plain.legacy_agent(ws).run()``
     polling every ``poll_interval`` (default 1 s; ``--poll-interval`` for
     another); async: ``python -m core_async.kernel run`` (no API) and ``serve``
     (with the API), which wake on file-system events only.
@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.measure import child_env, cpu_and_wakeups  # noqa: E402
 from benchmarks.scenarios import make_workspace  # noqa: E402
-from codeagent.stub import StubOptions, start_stub_process, stop_stub_process  # noqa: E402
+from llm_stub import StubOptions, start_stub_process, stop_stub_process  # noqa: E402
 
 LEGACY_RUN = (
-    "import sys; from pathlib import Path; from legacy.wiring import build_agent; "
+    "import sys; from pathlib import Path; from benchmarks.plain import legacy_agent as build_agent; "
     "agent = build_agent(Path(sys.argv[1]), sys.argv[2]); "
     "print(agent.run(until_idle=sys.argv[3] == 'idle')); agent.close()"
 )

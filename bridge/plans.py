@@ -1,8 +1,9 @@
-"""How to shadow a write without doing it twice: scratch copies and digests.
+"""How to shadow a call without doing its side effect twice: snapshots, scratch copies and digests.
 
-A write's served path changes the real workspace; its candidate runs against a
-scratch directory that starts from the same state. Afterwards both states are
-digested (what the write left behind, with timestamps dropped) and compared.
+A plan names the state an operation reads or writes. The dispatcher takes a
+snapshot of it into a scratch directory, runs implementations there, digests
+what each left behind (timestamps dropped) and compares. See
+``bridge/_async/dispatch.py`` for which calls use which kind of plan.
 """
 
 from __future__ import annotations
@@ -14,16 +15,39 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from codeagent.errors import StateFileError
 from codeagent.models import StatusFile, TodoFile
-from codeagent.paths import check_relative_path
+from codeagent.paths import STATUS_RELPATH, TODOS_RELPATH, check_relative_path, checkpoint_relpath
 from codeagent.state_v2 import parse_checkpoint
 
 _TIMESTAMPS = frozenset({"created_at", "updated_at", "started_at", "finished_at"})
+
+
+class ShadowPlan(Protocol):
+    """The state one operation touches, and how to copy and digest it."""
+
+    #: The live workspace.
+    root: Path
+    #: True: both implementations run on copies of one snapshot. False: the served run on the
+    #: live workspace is compared with the candidate's on a snapshot (the caller keeps the live
+    #: state still meanwhile, as the git writer lock does for a commit).
+    same_base: bool
+
+    def snapshot(self) -> Path:
+        """A new scratch directory holding the state the operation starts from."""
+        ...
+
+    def copy(self, base: Path) -> Path:
+        """A second scratch directory holding what ``base`` holds."""
+        ...
+
+    def digest(self, where: Path) -> Any:
+        """What the operation left in ``where`` (the live root or a scratch directory)."""
+        ...
 
 
 def without_timestamps(value: Any) -> Any:
@@ -41,29 +65,38 @@ def _scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="codeagent-shadow-"))
 
 
+def _copy_tree(base: Path) -> Path:
+    other = _scratch()
+    shutil.copytree(base, other, dirs_exist_ok=True)
+    return other
+
+
 class StateFilesPlan:
-    """Shadow a state-store write: copy the state files, digest them after."""
+    """State files under ``.agent/``: copied into the snapshot, digested after."""
+
+    same_base = True
 
     def __init__(self, root: Path, relpaths: Sequence[str], digest: Callable[[Path], Any]) -> None:
         self.root = root
         self.relpaths = list(relpaths)
-        self.digest = digest
+        self._digest = digest
 
-    def prepare(self) -> Path:
+    def snapshot(self) -> Path:
         scratch = _scratch()
         for rel in self.relpaths:
-            source = self.root / rel
-            if source.exists():
-                target = scratch / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
+            target = scratch / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy2(self.root / rel, target)
+            except FileNotFoundError:
+                continue
         return scratch
 
-    def digest_real(self) -> Any:
-        return self.digest(self.root)
+    def copy(self, base: Path) -> Path:
+        return _copy_tree(base)
 
-    def digest_scratch(self, scratch: Path) -> Any:
-        return self.digest(scratch)
+    def digest(self, where: Path) -> Any:
+        return self._digest(where)
 
 
 def _read_doc(path: Path, model: type[BaseModel]) -> Any:
@@ -79,19 +112,19 @@ def _read_doc(path: Path, model: type[BaseModel]) -> Any:
 
 def todos_digest(root: Path) -> Any:
     """The todo list without creation times."""
-    return _read_doc(root / ".agent/todos.json", TodoFile)
+    return _read_doc(root / TODOS_RELPATH, TodoFile)
 
 
 def status_digest(root: Path) -> Any:
     """The status document without timestamps."""
-    return _read_doc(root / ".agent/status.json", StatusFile)
+    return _read_doc(root / STATUS_RELPATH, StatusFile)
 
 
 def checkpoint_digest(todo_id: str) -> Callable[[Path], Any]:
     """A digest of one todo's checkpoint read in either format (legacy or v2), without seq or time."""
 
     def digest(root: Path) -> Any:
-        path = root / ".agent/checkpoints" / f"{todo_id}.json"
+        path = root / checkpoint_relpath(todo_id)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -104,55 +137,82 @@ def checkpoint_digest(todo_id: str) -> Callable[[Path], Any]:
     return digest
 
 
+def todos_plan(root: Path) -> StateFilesPlan:
+    """The todo list."""
+    return StateFilesPlan(root, [TODOS_RELPATH], todos_digest)
+
+
+def status_plan(root: Path) -> StateFilesPlan:
+    """The status document."""
+    return StateFilesPlan(root, [STATUS_RELPATH], status_digest)
+
+
+def checkpoint_plan(root: Path, todo_id: str) -> StateFilesPlan:
+    """One todo's checkpoint file."""
+    return StateFilesPlan(root, [checkpoint_relpath(todo_id)], checkpoint_digest(todo_id))
+
+
 class WorkspaceWritePlan:
-    """Shadow a workspace file write: the candidate writes into an empty scratch tree."""
+    """Workspace files being written: both implementations write into empty trees; contents compared."""
+
+    same_base = True
 
     def __init__(self, root: Path, paths: Sequence[str]) -> None:
         self.root = root
         self.paths = list(paths)
 
-    def prepare(self) -> Path:
+    def snapshot(self) -> Path:
         return _scratch()
 
-    def _digest(self, base: Path) -> dict[str, str | None]:
+    def copy(self, base: Path) -> Path:
+        return _copy_tree(base)
+
+    def digest(self, where: Path) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         for path in self.paths:
             try:
                 rel = check_relative_path(path)
-                out[path] = hashlib.sha256((base / rel).read_bytes()).hexdigest()
+                out[path] = hashlib.sha256((where / rel).read_bytes()).hexdigest()
             except (OSError, ValueError):
                 out[path] = None
         return out
 
-    def digest_real(self) -> Any:
-        return self._digest(self.root)
 
-    def digest_scratch(self, scratch: Path) -> Any:
-        return self._digest(scratch)
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["GIT_CONFIG_NOSYSTEM"] = "1"
+    return env
 
 
 def _git(cwd: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env["GIT_CONFIG_NOSYSTEM"] = "1"
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=_git_env(), capture_output=True, text=True, check=False
+    )
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
 class GitCommitPlan:
-    """Shadow a commit: a shared clone at HEAD with the same working files, commit there, compare trees."""
+    """A commit: a shared clone at HEAD with the same working files; trees and messages compared.
+
+    Not same-base: cloning twice per commit would double its cost, and the
+    repository's single writer keeps the live HEAD still until the served
+    commit's digest is taken.
+    """
+
+    same_base = False
 
     def __init__(self, root: Path, paths: Sequence[str]) -> None:
         self.root = root
         self.paths = list(paths)
 
-    def prepare(self) -> Path:
+    def snapshot(self) -> Path:
         repo = _scratch()
         if _git(self.root, "rev-parse", "--verify", "-q", "HEAD"):
             subprocess.run(
                 ["git", "clone", "-q", "--shared", str(self.root), str(repo)],
                 check=True,
                 capture_output=True,
-                env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1"},
+                env=_git_env(),
             )
         else:
             _git(repo, "init", "-q")
@@ -166,15 +226,12 @@ class GitCommitPlan:
                 target.unlink()
         return repo
 
-    def _digest(self, repo: Path) -> Any:
+    def copy(self, base: Path) -> Path:
+        return _copy_tree(base)
+
+    def digest(self, where: Path) -> Any:
         return {
-            "tree": _git(repo, "rev-parse", "HEAD^{tree}"),
-            "message": _git(repo, "log", "-1", "--format=%B"),
-            "parents": len(_git(repo, "log", "-1", "--format=%P").split()),
+            "tree": _git(where, "rev-parse", "HEAD^{tree}"),
+            "message": _git(where, "log", "-1", "--format=%B"),
+            "parents": len(_git(where, "log", "-1", "--format=%P").split()),
         }
-
-    def digest_real(self) -> Any:
-        return self._digest(self.root)
-
-    def digest_scratch(self, scratch: Path) -> Any:
-        return self._digest(scratch)

@@ -1,7 +1,8 @@
 """The bridge's moving parts for one workspace: flags, watcher, router, health, rollback.
 
-:class:`BridgeRuntime` owns the flag store and its watcher, the dispatcher
-every facade shares, the health monitor, and the automatic rollback: when the
+:class:`BridgeRuntime` owns the flag store and its watcher, the ledger and
+the dispatcher of each face that the facades share, the health monitor, and
+the automatic rollback: when the
 monitor trips, the flag file is rewritten atomically (source
 ``auto-rollback``), reloaded at once, logged, and an event is emitted to
 whoever listens (the async core's event bus). A small thread writes the
@@ -16,12 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.dispatch import Dispatcher
+from bridge._async._compat import BlockingPool as ThreadedBlockingPool
+from bridge._async.dispatch import AsyncDispatcher
+from bridge._sync._compat import BlockingPool as InlineBlockingPool
+from bridge._sync.dispatch import SyncDispatcher
 from bridge.health import HealthMonitor, RollbackVerdict
+from bridge.ledger import BridgeCounters, CallLedger
 from bridge.mismatches import MismatchLog
 from bridge.routing import Router
+from codeagent.paths import FLAGS_RELPATH, MISMATCHES_RELPATH
 from feature_flags import (
-    FLAGS_RELPATH,
     ComponentChange,
     FlagFileError,
     FlagStore,
@@ -34,7 +39,6 @@ from feature_flags.health import health_path, render_health
 
 log = logging.getLogger("codeagent.bridge")
 
-MISMATCHES_RELPATH = ".agent/shadow-mismatches.jsonl"
 EventListener = Callable[[str, dict[str, Any]], None]
 
 
@@ -57,14 +61,39 @@ class BridgeRuntime:
         self.rollbacks: list[RollbackVerdict] = []
         self.monitor = HealthMonitor(self.store, self._rollback)
         self.mismatches = MismatchLog(workspace / MISMATCHES_RELPATH)
-        self.dispatcher = Dispatcher(
-            Router(self.store), self.monitor, self.mismatches, shadow_timeout=shadow_timeout
-        )
+        self.ledger = CallLedger(Router(self.store), self.monitor, self.mismatches)
+        self.shadow_timeout = shadow_timeout
+        self._sync: SyncDispatcher | None = None
+        self._async: AsyncDispatcher | None = None
         self.watcher = FlagWatcher(self.store).start() if watch else None
         self._stop = threading.Event()
         self._health_interval = health_interval
         self._health_thread = threading.Thread(target=self._write_health, name="bridge-health", daemon=True)
         self._health_thread.start()
+
+    @property
+    def counters(self) -> dict[str, BridgeCounters]:
+        """Calls per route and component, over both faces."""
+        return self.ledger.counters
+
+    def sync_dispatcher(self) -> SyncDispatcher:
+        """The dispatcher of the sync face (the legacy loop's facades)."""
+        if self._sync is None:
+            self._sync = SyncDispatcher(self.ledger, InlineBlockingPool(), shadow_timeout=self.shadow_timeout)
+        return self._sync
+
+    def async_dispatcher(self) -> AsyncDispatcher:
+        """The dispatcher of the async face (the async core's facades)."""
+        if self._async is None:
+            self._async = AsyncDispatcher(
+                self.ledger, ThreadedBlockingPool(), shadow_timeout=self.shadow_timeout
+            )
+        return self._async
+
+    async def drain(self) -> None:
+        """Let the async face's shadow judgements finish (before :meth:`close`, on the loop)."""
+        if self._async is not None:
+            await self._async.drain()
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         """Tell every listener about a bridge event (never raises)."""
@@ -123,4 +152,7 @@ class BridgeRuntime:
         if self.watcher is not None:
             self.watcher.stop()
         self.flush_health()
-        self.dispatcher.close()
+        for dispatcher in (self._sync, self._async):
+            if dispatcher is not None:
+                dispatcher.close()
+        self.mismatches.close()

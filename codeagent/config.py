@@ -13,8 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from codeagent.errors import ConfigError
 from codeagent.jsondoc import parse_document
+from codeagent.paths import CONFIG_RELPATH
 
-CONFIG_RELPATH = ".agent/config.json"
+__all__ = [
+    "CONFIG_RELPATH",
+    "APIConfig",
+    "AgentConfig",
+    "GitConfig",
+    "LLMConfig",
+    "parse_config",
+    "render_config",
+]
 
 
 class _Model(BaseModel):

@@ -1,4 +1,7 @@
-"""Lexical half of the workspace jail (sans-I/O).
+"""Where the agent keeps its state, and the lexical half of the workspace jail (sans-I/O).
+
+Every ``.agent/...`` name is defined here, once; the components, the bridge,
+the flags, the migration and the application import them from here.
 
 Every implementation first calls :func:`check_relative_path`; then, with the
 file system at hand, it resolves symlinks and checks the real path is still
@@ -12,6 +15,33 @@ from pathlib import PurePosixPath, PureWindowsPath
 from codeagent.errors import WorkspaceViolation
 
 STATE_DIR = ".agent"
+
+#: The agent's configuration (legacy format, read by every loop).
+CONFIG_RELPATH = f"{STATE_DIR}/config.json"
+#: The todo list and the lock around its read-modify-write.
+TODOS_RELPATH = f"{STATE_DIR}/todos.json"
+TODOS_LOCK_RELPATH = f"{STATE_DIR}/todos.lock"
+#: The loop's state and each todo's status, and their lock.
+STATUS_RELPATH = f"{STATE_DIR}/status.json"
+STATUS_LOCK_RELPATH = f"{STATE_DIR}/status.lock"
+#: One checkpoint file per todo: ``<todo-id>.json``.
+CHECKPOINTS_RELDIR = f"{STATE_DIR}/checkpoints"
+#: One driver per workspace: the flock and who holds it.
+AGENT_LOCK_RELPATH = f"{STATE_DIR}/agent.lock"
+#: The feature flags (their audit log and health file live beside it, wherever it is).
+FLAGS_RELPATH = f"{STATE_DIR}/flags.toml"
+#: Shadow runs' disagreements (JSON lines).
+MISMATCHES_RELPATH = f"{STATE_DIR}/shadow-mismatches.jsonl"
+#: The migration's marker of the state format, journal, staging area and backups.
+FORMAT_MARKER_RELPATH = f"{STATE_DIR}/format.json"
+MIGRATE_JOURNAL_RELPATH = f"{STATE_DIR}/migrate-journal.json"
+MIGRATE_STAGING_RELPATH = f"{STATE_DIR}/migrate-staging"
+BACKUPS_RELDIR = f"{STATE_DIR}/backup"
+
+
+def checkpoint_relpath(todo_id: str) -> str:
+    """The workspace-relative path of one todo's checkpoint file."""
+    return f"{CHECKPOINTS_RELDIR}/{todo_id}.json"
 
 
 def check_relative_path(path: str) -> str:

@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+from codeagent.config import AgentConfig
 from codeagent.models import AgentState, Checkpoint, StatusFile, Todo, TodoState
 
 Message = dict[str, str]
+
+
+class SyncConfigSource(Protocol):
+    def load(self) -> AgentConfig: ...
+
+
+class AsyncConfigSource(Protocol):
+    async def load(self) -> AgentConfig: ...
 
 
 class SyncTodoStore(Protocol):
@@ -87,6 +96,28 @@ class SyncLLM(Protocol):
 class AsyncLLM(Protocol):
     async def chat(self, messages: list[Message]) -> str: ...
     async def aclose(self) -> None: ...
+
+
+class SyncComponents(NamedTuple):
+    """Everything the legacy loop (or a sync twin's loop) is handed for one workspace."""
+
+    todos: SyncTodoStore
+    status: SyncStatusStore
+    checkpoints: SyncCheckpointStore
+    files: SyncFiles
+    git: SyncGit
+    llm: SyncLLM
+
+
+class AsyncComponents(NamedTuple):
+    """Everything the async agent is handed for one workspace."""
+
+    todos: AsyncTodoStore
+    status: AsyncStatusStore
+    checkpoints: AsyncCheckpointStore
+    files: AsyncFiles
+    git: AsyncGit
+    llm: AsyncLLM
 
 
 #: A JSON endpoint contributed by the entry's wiring (e.g. ``/flags``): called with the path's

@@ -36,6 +36,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from core_async import _httpcore_fixes
 from core_async._process import PIDFD, spawn_and_collect
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ AEvent = asyncio.Event
 LOOP_KIND = "async"
 
 __all__ = [
+    "H2_SHARED_READ",
     "LOOP_KIND",
     "AEvent",
     "ALock",
@@ -62,7 +64,16 @@ __all__ = [
     "ato_thread",
     "ato_thread_settled",
     "await_event",
+    "install_transport_fixes",
 ]
+
+#: The request extension that opts an HTTP/2 request into the shared read (see ``_httpcore_fixes``).
+H2_SHARED_READ = _httpcore_fixes.SHARED_READ
+
+
+def install_transport_fixes() -> bool:
+    """Put the HTTP/2 shared-read fix of async httpcore in place (once); ``True`` when it is."""
+    return _httpcore_fixes.install()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,10 @@ from pathlib import Path
 
 from codeagent.errors import StateFileError
 from codeagent.models import TODO_ID_RE, Checkpoint, dump_json
+from codeagent.paths import CHECKPOINTS_RELDIR
 from codeagent.state_v2 import CheckpointV2, last_seq, parse_checkpoint
 from core_async._compat import ato_thread
 from core_async.fsops import atomic_write_text, read_text
-
-CHECKPOINTS_RELDIR = ".agent/checkpoints"
 
 
 class AsyncCheckpointJsonStore:

@@ -15,7 +15,7 @@ concurrent requests at ~1,000 req/s. So:
   httpcore; over HTTP/2 httpcore additionally honours the server's
   ``max_concurrent_streams`` per connection;
 * over HTTP/2 the streams of a connection share its reads
-  (:mod:`codeagent.httpcore_fixes`): an answer that has arrived is not held
+  (``core_async/_httpcore_fixes.py``): an answer that has arrived is not held
   back behind streams still waiting for theirs;
 * ``https://`` negotiates HTTP/2 by ALPN. For cleartext ``http://`` httpx
   speaks h2 only with prior knowledge (``http1=False``), which an HTTP/1.1-only
@@ -35,8 +35,14 @@ from typing import Any, Self
 
 import httpx
 
-from codeagent import httpcore_fixes
-from core_async._compat import LOOP_KIND, ALock, ASemaphore, ato_thread
+from core_async._compat import (
+    H2_SHARED_READ,
+    LOOP_KIND,
+    ALock,
+    ASemaphore,
+    ato_thread,
+    install_transport_fixes,
+)
 
 
 class HTTPVersion(StrEnum):
@@ -165,7 +171,7 @@ class Endpoint:
     @property
     def extensions(self) -> dict[str, Any]:
         """The request extensions of every request on this endpoint: the trace hook, the h2 shared read."""
-        return {"trace": self.trace, httpcore_fixes.SHARED_READ: True}
+        return {"trace": self.trace, H2_SHARED_READ: True}
 
     async def trace(self, event: str, info: dict[str, Any]) -> None:
         """httpcore's trace hook: counts TCP connections (one per ``connect_tcp``)."""
@@ -203,8 +209,8 @@ class AsyncEndpointPool:
         self.limits = limits or PoolLimits()
         # The bridge wraps the transport to record exchanges (or replaces it to replay them).
         self.wrap_transport = wrap_transport
-        # Streams of one HTTP/2 connection read for each other (see codeagent.httpcore_fixes).
-        httpcore_fixes.install()
+        # Streams of one HTTP/2 connection read for each other (see core_async/_httpcore_fixes.py).
+        install_transport_fixes()
         self._endpoints: dict[str, Endpoint] = {}
         self._by_url: dict[str, Endpoint] = {}  # base URL -> endpoint: no URL parsing per request
         self._lock = ALock()

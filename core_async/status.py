@@ -21,11 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codeagent.models import AgentState, StatusFile, TodoState, dump_json
+from codeagent.paths import STATUS_LOCK_RELPATH, STATUS_RELPATH
 from core_async._compat import ALock, ato_thread, ato_thread_settled
 from core_async.fsops import atomic_write_text, file_lock, read_model
-
-STATUS_RELPATH = ".agent/status.json"
-LOCK_RELPATH = ".agent/status.lock"
 
 Change = Callable[[StatusFile], None]
 
@@ -47,7 +45,7 @@ class AsyncStatusJsonStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.path = self.root / STATUS_RELPATH
-        self.lock_path = self.root / LOCK_RELPATH
+        self.lock_path = self.root / STATUS_LOCK_RELPATH
         self._queue: list[_Pending] = []
         self._writer = ALock()
         self.writes = 0  # documents written (a batch counts once)

@@ -28,12 +28,14 @@ Event = threading.Event
 LOOP_KIND = "sync"
 
 __all__ = [
+    "H2_SHARED_READ",
     "LOOP_KIND",
     "Event",
     "Lock",
     "ProcessResult",
     "Semaphore",
     "gather",
+    "install_transport_fixes",
     "run_process",
     "shared_lock",
     "sleep",
@@ -148,3 +150,13 @@ def shared_lock(key: str) -> threading.Lock:
         if lock is None:
             lock = _SHARED_LOCKS[key] = threading.Lock()
         return lock
+
+
+#: The request extension the async client uses to share HTTP/2 reads; httpcore's sync
+#: connection ignores extensions it does not know, so the generated client may pass it.
+H2_SHARED_READ = "codeagent.h2_shared_read"
+
+
+def install_transport_fixes() -> bool:
+    """Nothing to fix on the sync side: each thread reads its own stream's answer; ``False``."""
+    return False

@@ -1,7 +1,7 @@
 """The flag file: model, loader, watcher, writer, audit log. Knows nothing of what it steers."""
 
 from feature_flags.audit import AuditEntry, Change, append_entry, audit_path, read_entries
-from feature_flags.loader import FLAGS_RELPATH, FlagFileError, LoadResult, parse_flags, read_flags
+from feature_flags.loader import FlagFileError, LoadResult, parse_flags, read_flags
 from feature_flags.model import COMPONENTS, ComponentFlag, FlagSet, Mode, RollbackPolicy, default_flags
 from feature_flags.store import FlagStore
 from feature_flags.watcher import FlagWatcher, watch_flags
@@ -9,7 +9,6 @@ from feature_flags.writer import ComponentChange, atomic_write_text, ensure_flag
 
 __all__ = [
     "COMPONENTS",
-    "FLAGS_RELPATH",
     "AuditEntry",
     "Change",
     "ComponentChange",

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from codeagent.paths import FLAGS_RELPATH
 from feature_flags.model import FlagSet
 
-FLAGS_RELPATH = ".agent/flags.toml"
 _HEADER = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\"-]+)\s*=")
 

@@ -1,6 +1,6 @@
 """The legacy Code Agent loop: one synchronous ``while True`` over the todo list.
 
-Per todo (see design.md, "One todo, end to end")::
+Per todo (``docs/architecture.md``, "One todo, end to end")::
 
     status running (attempts + 1) -> checkpoint started
     -> read the todo's files -> LLM chat -> parse edit blocks -> new contents in memory
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from codeagent.config import AgentConfig
+from codeagent.context import current_todo
 from codeagent.edits import apply_blocks, parse_edit_blocks
 from codeagent.errors import AgentError, EditError
 from codeagent.models import (
@@ -167,8 +168,16 @@ class LegacyAgent:
 
         Errors of this todo (LLM, edit blocks, workspace jail, git, its
         checkpoint file) are recorded on it and not raised. Errors writing
-        the status file itself are raised.
+        the status file itself are raised. While it runs, :data:`current_todo`
+        names the todo (a routed component's canary decision is sticky per todo).
         """
+        token = current_todo.set(todo.id)
+        try:
+            return self._process(todo)
+        finally:
+            current_todo.reset(token)
+
+    def _process(self, todo: Todo) -> TodoState:
         self._ensure_repo()
         previous = self.status.load().todos.get(todo.id)
         attempts = (previous.attempts if previous else 0) + 1

@@ -6,9 +6,8 @@ from pathlib import Path
 
 from codeagent.errors import StateFileError
 from codeagent.models import TODO_ID_RE, Checkpoint, dump_json
+from codeagent.paths import CHECKPOINTS_RELDIR
 from legacy.jsonstate import atomic_write_text, read_model
-
-CHECKPOINTS_RELDIR = ".agent/checkpoints"
 
 
 class CheckpointStore:

@@ -6,10 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codeagent.models import AgentState, StatusFile, TodoState, dump_json
+from codeagent.paths import STATUS_LOCK_RELPATH, STATUS_RELPATH
 from legacy.jsonstate import atomic_write_text, file_lock, read_model
-
-STATUS_RELPATH = ".agent/status.json"
-LOCK_RELPATH = ".agent/status.lock"
 
 
 class StatusStore:
@@ -23,7 +21,7 @@ class StatusStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.path = self.root / STATUS_RELPATH
-        self.lock_path = self.root / LOCK_RELPATH
+        self.lock_path = self.root / STATUS_LOCK_RELPATH
 
     def load(self) -> StatusFile:
         """The whole document; an empty one when the file does not exist."""

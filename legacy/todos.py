@@ -7,11 +7,8 @@ from pathlib import Path
 
 from codeagent.errors import StateFileError
 from codeagent.models import Todo, TodoFile, dump_json, new_todo_id
-from codeagent.paths import check_relative_path
+from codeagent.paths import TODOS_LOCK_RELPATH, TODOS_RELPATH, check_relative_path
 from legacy.jsonstate import atomic_write_text, file_lock, read_model
-
-TODOS_RELPATH = ".agent/todos.json"
-LOCK_RELPATH = ".agent/todos.lock"
 
 
 class TodoStore:
@@ -25,7 +22,7 @@ class TodoStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.path = self.root / TODOS_RELPATH
-        self.lock_path = self.root / LOCK_RELPATH
+        self.lock_path = self.root / TODOS_LOCK_RELPATH
 
     def _read(self) -> TodoFile:
         doc = read_model(self.path, TodoFile, TODOS_RELPATH) or TodoFile()

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from codeagent.paths import STATE_DIR
+
 migrate_app = typer.Typer(
     no_args_is_help=True,
     help="Move a legacy installation's state to the new format and back; stage the rollout.",
@@ -38,8 +40,8 @@ def plan_cmd(workspace: WorkspaceOpt = Path(".")) -> None:
     from migration import layout
     from migration.survey import make_plan, plan_counts, survey
 
-    if not (workspace / layout.STATE_DIR).is_dir():
-        _emit([f"{workspace} has no {layout.STATE_DIR}/ directory: not a Code Agent workspace"], 2)
+    if not (workspace / STATE_DIR).is_dir():
+        _emit([f"{workspace} has no {STATE_DIR}/ directory: not a Code Agent workspace"], 2)
     found = survey(workspace)
     if (workspace / layout.JOURNAL).exists():
         typer.echo(f"note: an interrupted migration is pending ({layout.JOURNAL}); apply finishes it first")
@@ -114,7 +116,8 @@ def next_cmd(
     ] = None,
 ) -> None:
     """Move the next component one step: legacy -> shadow -> canary 10 -> canary 50 -> new."""
-    from feature_flags import FLAGS_RELPATH, FlagFileError
+    from codeagent.paths import FLAGS_RELPATH
+    from feature_flags import FlagFileError
     from migration.rollout import take_next
 
     path = (flags or workspace / FLAGS_RELPATH).expanduser().resolve()

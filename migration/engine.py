@@ -27,9 +27,10 @@ from typing import Any
 
 from codeagent.errors import AgentError
 from codeagent.models import dump_json, utcnow
+from codeagent.paths import STATE_DIR
 from codeagent.state_v2 import downgrade
-from codeagent.workspace_lock import WorkspaceBusy, hold_workspace, workspace_holder
 from legacy.checkpoints import CheckpointStore
+from legacy.workspace_lock import WorkspaceBusy, hold_workspace, workspace_holder
 from migration import layout
 from migration.backup import create_backup, prune_unfinished
 from migration.survey import Survey, read_marker, survey
@@ -142,11 +143,9 @@ def _live_files(root: Path) -> dict[str, bytes]:
 
 def not_a_workspace(root: Path) -> Outcome | None:
     """Exit 2 when ``root`` has no ``.agent/`` directory (nothing to migrate; we create nothing)."""
-    if (root / layout.STATE_DIR).is_dir():
+    if (root / STATE_DIR).is_dir():
         return None
-    return Outcome(
-        EXIT_BAD_STATE, [f"{root} has no {layout.STATE_DIR}/ directory: not a Code Agent workspace"]
-    )
+    return Outcome(EXIT_BAD_STATE, [f"{root} has no {STATE_DIR}/ directory: not a Code Agent workspace"])
 
 
 def _stage(root: Path, files: dict[str, bytes]) -> Path:

@@ -17,16 +17,28 @@ import secrets
 import signal
 from pathlib import Path
 
-STATE_DIR = ".agent"
-CONFIG = f"{STATE_DIR}/config.json"
-TODOS = f"{STATE_DIR}/todos.json"
-STATUS = f"{STATE_DIR}/status.json"
-CHECKPOINTS = f"{STATE_DIR}/checkpoints"
-MARKER = f"{STATE_DIR}/format.json"
-JOURNAL = f"{STATE_DIR}/migrate-journal.json"
-STAGING = f"{STATE_DIR}/migrate-staging"
-BACKUPS = f"{STATE_DIR}/backup"
-MISMATCHES = f"{STATE_DIR}/shadow-mismatches.jsonl"
+from codeagent.paths import (
+    BACKUPS_RELDIR,
+    CHECKPOINTS_RELDIR,
+    CONFIG_RELPATH,
+    FORMAT_MARKER_RELPATH,
+    MIGRATE_JOURNAL_RELPATH,
+    MIGRATE_STAGING_RELPATH,
+    MISMATCHES_RELPATH,
+    STATUS_RELPATH,
+    TODOS_RELPATH,
+)
+
+# The migration's short names for the workspace's state paths (defined in codeagent.paths).
+CONFIG = CONFIG_RELPATH
+TODOS = TODOS_RELPATH
+STATUS = STATUS_RELPATH
+CHECKPOINTS = CHECKPOINTS_RELDIR
+MARKER = FORMAT_MARKER_RELPATH
+JOURNAL = MIGRATE_JOURNAL_RELPATH
+STAGING = MIGRATE_STAGING_RELPATH
+BACKUPS = BACKUPS_RELDIR
+MISMATCHES = MISMATCHES_RELPATH
 
 FAIL_ENV = "CODEAGENT_MIGRATE_FAIL_AT"
 KILL_ENV = "CODEAGENT_MIGRATE_KILL_AT"

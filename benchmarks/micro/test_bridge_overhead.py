@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bridge.dispatch import Dispatcher
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bridge.dispatch import Dispatcher
 from bridge.runtime import BridgeRuntime
 from feature_flags import ComponentChange, Mode, update_flags
 

@@ -132,7 +132,7 @@ def test_git_commit(benchmark: Any, caller: Caller, repo: Path) -> None:
 
 @pytest.fixture(scope="module")
 def stub_url() -> Iterator[str]:
-    from codeagent.stub import StubOptions, start_stub_process, stop_stub_process
+    from llm_stub import StubOptions, start_stub_process, stop_stub_process
 
     process, url = start_stub_process(StubOptions(latency_ms=0, seed=0))
     try:

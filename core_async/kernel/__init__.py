@@ -1,4 +1,4 @@
-"""The async kernel (issue 4): the main loop, orchestration, config hot reload, metrics, IoC, the API.
+"""The async kernel: the main loop, orchestration, config hot reload, metrics, IoC, the API.
 
 Public API::
 

@@ -1,4 +1,4 @@
-"""The WebSocket event stream (``/events``, ``/v1/events``) (M14).
+"""The WebSocket event stream (``/events``, ``/v1/events``).
 
 Protocol (server to client, JSON text frames):
 

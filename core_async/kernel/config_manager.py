@@ -1,8 +1,9 @@
-"""ConfigurationManager: async load and hot reload of ``.agent/config.json`` (M3).
+"""ConfigurationManager: async load and hot reload of ``.agent/config.json``.
 
 The file is the legacy one, read unchanged and validated by the domain's
-:func:`codeagent.config.parse_config`. :meth:`ConfigurationManager.load_config`
-reads it off the event loop (one thread hop). :meth:`ConfigurationManager.watch_config`
+:func:`codeagent.config.parse_config`, through whichever loader the kernel was
+given (the plain ``core_async`` one, or the bridge's routed facade, so that the
+flags route the configuration too). :meth:`ConfigurationManager.watch_config`
 watches the file's *parent directory* with watchfiles, so an editor that saves
 by writing a temp file and renaming it over the old one (a new inode) is seen
 as well as a plain write. A bad edit keeps the last good configuration; the
@@ -19,9 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from codeagent.config import CONFIG_RELPATH, AgentConfig, parse_config
+from codeagent.config import CONFIG_RELPATH, AgentConfig
 from codeagent.errors import ConfigError
+from codeagent.protocols import AsyncConfigSource
 from core_async._compat import ato_thread
+from core_async.kernel.components import ConfigFile
 from core_async.kernel.events import EventBus
 from core_async.kernel.metrics import MetricsCollector
 from core_async.kernel.watching import DirectoryWatcher
@@ -29,17 +32,6 @@ from core_async.kernel.watching import DirectoryWatcher
 log = logging.getLogger("codeagent.kernel.config")
 
 Listener = Callable[[AgentConfig, AgentConfig], Awaitable[None] | None]
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(CONFIG_RELPATH, f"not UTF-8 text (byte {exc.start})") from exc
-    except OSError as exc:
-        raise ConfigError(CONFIG_RELPATH, f"cannot read: {exc.strerror or exc}") from exc
 
 
 class ConfigurationManager:
@@ -52,14 +44,15 @@ class ConfigurationManager:
         label: str | None = None,
         events: EventBus | None = None,
         metrics: MetricsCollector | None = None,
+        source: AsyncConfigSource | None = None,
     ) -> None:
         self.workspace = Path(workspace)
         self.path = self.workspace / CONFIG_RELPATH
+        self.source = source or ConfigFile(self.workspace)
         self.label = label or self.workspace.name
         self.events = events
         self.metrics = metrics
         self._config: AgentConfig | None = None
-        self._text: str | None = None
         self.last_error: ConfigError | None = None
         self._listeners: list[Listener] = []
 
@@ -77,18 +70,13 @@ class ConfigurationManager:
         """Call ``listener(old, new)`` (sync or async) after every change that took effect."""
         self._listeners.append(listener)
 
-    async def _read(self) -> tuple[str | None, AgentConfig]:
-        text = await ato_thread(_read_text, self.path)
-        return text, parse_config(text or "", CONFIG_RELPATH)
-
     async def load_config(self) -> AgentConfig:
         """Read and validate the file now (defaults when it is missing) and make it current.
 
         Raises :class:`ConfigError` naming the file, the key and the line; the
         current configuration is then left as it was.
         """
-        text, config = await self._read()
-        self._text = text
+        config = await self.source.load()
         self._config = config
         self.last_error = None
         return config
@@ -100,7 +88,7 @@ class ConfigurationManager:
         (key and line) and records it in :attr:`last_error`.
         """
         try:
-            text, config = await self._read()
+            config = await self.source.load()
         except ConfigError as exc:
             if self.last_error is None or str(exc) != str(self.last_error):
                 log.error("config of %s rejected, keeping the last good one: %s", self.label, exc)
@@ -117,14 +105,11 @@ class ConfigurationManager:
             return False
         recovered = self.last_error is not None
         self.last_error = None
-        if text == self._text:
-            if recovered:
-                log.info("config of %s is valid again (unchanged from the last good one)", self.label)
-            return False
         old = self.config
-        self._text = text
         self._config = config
         if config == old:
+            if recovered:
+                log.info("config of %s is valid again (unchanged from the last good one)", self.label)
             return False
         changed = sorted(_changed_keys(old, config))
         log.info("config of %s reloaded; changed: %s", self.label, ", ".join(changed) or "(formatting)")

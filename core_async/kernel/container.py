@@ -1,4 +1,4 @@
-"""AsyncIoCContainer: lazy async factories, singletons, reverse-order close (M5).
+"""AsyncIoCContainer: lazy async factories, singletons, reverse-order close.
 
 A component is registered under a key (its class, or a typed :class:`Token`
 for things that are not a class of their own) with an async factory. It is

@@ -1,8 +1,11 @@
-"""Entry points the CLI wires: :func:`run_async` and :func:`serve_async` (and their in-loop forms).
+"""Entry points: :func:`run_async` and :func:`serve_async` (and their in-loop form :func:`run_kernel`).
 
 Both pick the event loop (uvloop when it imports, else asyncio; one log line
 says which), build an :class:`AsyncServerCore` over every workspace given,
-and close everything before returning, also on SIGTERM / SIGINT.
+and close everything before returning, also on SIGTERM / SIGINT. The
+application (``codeagent run`` / ``serve``) is their one production caller: it
+holds the workspaces' locks and injects the routed components, the fallback
+LLM endpoint and the API's extra routes through :class:`KernelOptions`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from codeagent.protocols import ExtraRoute
-from core_async.kernel.components import ComponentProvider
-from core_async.kernel.limits import ResourceLimits
 from core_async.kernel.logs import configure_logging
 from core_async.kernel.loop_policy import run_on_best_loop
 from core_async.kernel.server_core import AsyncServerCore, KernelOptions
@@ -54,9 +55,7 @@ def run_async(
     llm_url: str | None,
     until_idle: bool,
     use_uvloop: bool = True,
-    grace_seconds: float = 10.0,
-    limits: ResourceLimits | None = None,
-    components: Callable[[Path], ComponentProvider] | None = None,
+    options: KernelOptions | None = None,
 ) -> int:
     """Run the async kernel on ``workspaces``; return how many todos it processed (done or failed).
 
@@ -65,9 +64,7 @@ def run_async(
     (e.g. :class:`~codeagent.errors.ConfigError`) for a bad workspace or config.
     """
     ensure_logging()
-    options = KernelOptions(
-        grace_seconds=grace_seconds, limits=limits or ResourceLimits(), components=components
-    )
+    options = replace(options or KernelOptions(), port=None)
     return run_on_best_loop(
         run_kernel(workspaces, llm_url=llm_url, until_idle=until_idle, options=options), use_uvloop=use_uvloop
     )
@@ -76,35 +73,23 @@ def run_async(
 def serve_async(
     workspaces: list[Path],
     *,
-    host: str,
-    port: int,
     llm_url: str | None,
-    token: str | None = None,
-    grace_seconds: float = 10.0,
     use_uvloop: bool = True,
-    limits: ResourceLimits | None = None,
-    components: Callable[[Path], ComponentProvider] | None = None,
-    extra_routes: Sequence[ExtraRoute] = (),
-) -> None:
-    """Serve the async kernel and its HTTP API on ``host:port`` until SIGTERM / SIGINT, then stop gracefully.
+    options: KernelOptions | None = None,
+) -> int:
+    """Serve the async kernel and its HTTP API until SIGTERM / SIGINT, then stop gracefully.
 
-    ``token`` overrides ``api.token`` of the first workspace's config. One line
-    on stderr says where the API listens (``codeagent: API listening on URL``).
+    The API listens on ``options.host:options.port``; one line on stderr says
+    where (``codeagent: API listening on URL``). Returns how many todos it processed.
     """
     ensure_logging()
-    options = KernelOptions(
-        host=host,
-        port=port,
-        token=token,
-        grace_seconds=grace_seconds,
-        limits=limits or ResourceLimits(),
-        components=components,
-        extra_routes=extra_routes,
-    )
+    options = options or KernelOptions()
+    if options.port is None:
+        options = replace(options, port=0)
 
     def announce(core: AsyncServerCore) -> None:
         print(f"codeagent: API listening on {core.api_url}", file=sys.stderr, flush=True)
 
-    run_on_best_loop(
+    return run_on_best_loop(
         run_kernel(workspaces, llm_url=llm_url, options=options, on_started=announce), use_uvloop=use_uvloop
     )

@@ -1,4 +1,4 @@
-"""The event bus behind the WebSocket stream (M14): numbered events, a ring buffer, live fan-out.
+"""The event bus behind the WebSocket stream: numbered events, a ring buffer, live fan-out.
 
 Every event gets the next sequence number (1, 2, ...). The bus keeps the last
 ``capacity`` events, so a subscriber that names the last number it saw

@@ -19,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
-from codeagent.models import AgentState, Checkpoint, StatusFile, Todo, TodoState, TodoStatus, dump_json
+from codeagent.models import AgentState, Checkpoint, StatusFile, Todo, TodoState, TodoStatus
 from codeagent.protocols import (
     AsyncCheckpointStore,
     AsyncFiles,
@@ -32,12 +31,8 @@ from codeagent.protocols import (
     AsyncTodoStore,
     Message,
 )
-from core_async._compat import ato_thread
-from core_async.fsops import atomic_write_text, file_lock, read_model
 from core_async.kernel.limits import CapacityLimiter, ResourcePool
 from core_async.kernel.metrics import MetricsCollector
-from core_async.status import LOCK_RELPATH as STATUS_LOCK_RELPATH
-from core_async.status import STATUS_RELPATH
 
 T = TypeVar("T")
 
@@ -171,29 +166,21 @@ class MeteredTodos:
             return await finish_step(self.inner.add(text, files))
 
 
-def _set_todos_blocking(root: Path, states: dict[str, TodoState]) -> None:
-    """One read-modify-write of ``status.json`` for many todos (same lock and format as the store)."""
-    path = root / STATUS_RELPATH
-    with file_lock(root / STATUS_LOCK_RELPATH):
-        doc = read_model(path, StatusFile, STATUS_RELPATH) or StatusFile()
-        doc.todos.update(states)
-        atomic_write_text(path, dump_json(doc))
-
-
 class MeteredStatus:
     """The status record with latency metrics; every write is a safe point.
 
     During a shutdown the kernel *holds* ``interrupted`` writes
     (:meth:`hold_interrupts`): dozens of cancelled todos would otherwise each
     pay a locked, fsynced rewrite of the whole document, one after the other,
-    eating the grace period. :meth:`flush_interrupted` then records all of
-    them in one write.
+    eating the grace period. :meth:`flush_interrupted` then hands all of them
+    to the store at once, through whatever store it was given (the routed
+    facade, when the bridge wires it): the ``core_async`` store commits
+    concurrent updates as one write.
     """
 
-    def __init__(self, inner: AsyncStatusStore, metrics: MetricsCollector, root: Path | None = None) -> None:
+    def __init__(self, inner: AsyncStatusStore, metrics: MetricsCollector) -> None:
         self.inner = inner
         self.metrics = metrics
-        self.root = root
         self._holding = False
         self._held: dict[str, TodoState] = {}
 
@@ -222,8 +209,7 @@ class MeteredStatus:
     async def flush_interrupted(self, also: Sequence[str] = ()) -> list[str]:
         """Write every held ``interrupted`` state at once, plus ``also`` todos still ``running`` on disk.
 
-        Returns the ids recorded. Without a workspace root (a store the kernel
-        does not know the layout of) the states are written one by one.
+        Returns the ids recorded.
         """
         held, self._held, self._holding = self._held, {}, False
         if also:
@@ -235,11 +221,8 @@ class MeteredStatus:
         if not held:
             return []
         with self.metrics.timed("status", "set_todos"):
-            if self.root is not None:
-                await finish_step(ato_thread(_set_todos_blocking, self.root, held))
-            else:
-                for todo_id, state in held.items():
-                    await finish_step(self.inner.set_todo(todo_id, state))
+            writes = [self.inner.set_todo(todo_id, state) for todo_id, state in held.items()]
+            await finish_step(asyncio.gather(*writes))
         return list(held)
 
 

@@ -1,4 +1,4 @@
-"""Pick the event loop: uvloop when it imports, the default asyncio loop otherwise (M6).
+"""Pick the event loop: uvloop when it imports, the default asyncio loop otherwise.
 
 Exactly one log line says which loop runs and, for the fallback, why.
 """

@@ -1,4 +1,4 @@
-"""MetricsCollector: counters and latency histograms per component and per todo step (M4).
+"""MetricsCollector: counters and latency histograms per component and per todo step.
 
 Each collector owns its :class:`prometheus_client.CollectorRegistry` (never the
 process-global one), so several kernels, or tests, never share counters. The

@@ -1,4 +1,4 @@
-"""TaskOrchestrator: bounded, fair, structured concurrency for todos (M2).
+"""TaskOrchestrator: bounded, fair, structured concurrency for todos.
 
 * :meth:`TaskOrchestrator.schedule_task` queues a job under a key (a todo id)
   in its workspace's FIFO; a key already queued or running is not queued again.

@@ -1,4 +1,4 @@
-"""AsyncServerCore: the async main loop over one or more workspaces (M1).
+"""AsyncServerCore: the async main loop over one or more workspaces.
 
 * :meth:`AsyncServerCore.start` builds everything through the
   :class:`AsyncIoCContainer` (metrics, event bus, orchestrator, the shared LLM
@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import httpx
+
 from codeagent.errors import AgentError, ConfigError, WorkspaceViolation
 from codeagent.models import Todo, TodoState
 from codeagent.paths import check_relative_path
@@ -41,7 +43,7 @@ from core_async.kernel.events import EventBus
 from core_async.kernel.limits import ResourceLimits
 from core_async.kernel.metrics import MetricsCollector
 from core_async.kernel.orchestrator import TaskOrchestrator, TaskState
-from core_async.kernel.services import Services, register_services
+from core_async.kernel.services import EndpointProvider, Services, register_services
 from core_async.kernel.watching import DirectoryWatcher
 from core_async.kernel.workspace import WorkspaceRuntime
 
@@ -70,6 +72,10 @@ class KernelOptions:
     components: Callable[[Path], ComponentProvider] | None = None
     #: JSON routes the entry adds to the API (e.g. ``/flags``).
     extra_routes: Sequence[ExtraRoute] = ()
+    #: Where workspaces without ``llm.base_url`` get an endpoint (``None``: they are refused).
+    fallback_llm: EndpointProvider | None = None
+    #: Wraps every transport of the shared LLM pool (the bridge records exchanges for shadow runs).
+    wrap_llm_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None
 
 
 def _files_key(todo: Todo) -> list[str] | None:
@@ -197,7 +203,7 @@ class AsyncServerCore:
         for runtime in runtimes:
             await runtime.config_manager.load_config()
         if any(not rt.llm_base_url(rt.config) for rt in runtimes):
-            stub_url = await services.stub_url(self.container)
+            stub_url = await services.fallback_llm_url(self.container)
             for runtime in runtimes:
                 runtime.fallback_llm_url = stub_url
         self.runtimes = runtimes

@@ -2,8 +2,9 @@
 
 Registered with :func:`register_services`, created lazily by
 :meth:`Services.resolve_base` (metrics, event bus, orchestrator, LLM
-connection pool) and on demand (the embedded stub LLM only when a workspace
-has no endpoint; the API server only when a port is given). The container
+connection pool) and on demand (the fallback LLM endpoint only when a
+workspace has none: the application injects how to get one, e.g. by starting
+its embedded stub; the API server only when a port is given). The container
 closes them in reverse order of creation.
 """
 
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from codeagent.config import CONFIG_RELPATH
+from codeagent.errors import ConfigError
 from codeagent.protocols import ExtraRoute
-from core_async._compat import ato_thread
 from core_async.kernel.api_app import create_api_app
 from core_async.kernel.container import AsyncIoCContainer, Token
 from core_async.kernel.events import Event, EventBus
@@ -25,7 +28,6 @@ from core_async.kernel.orchestrator import TaskOrchestrator
 from core_async.llm_transport import AsyncEndpointPool
 
 if TYPE_CHECKING:
-    from codeagent.stub import StubServer
     from core_async.kernel.server_core import KernelOptions
     from core_async.kernel.workspace import WorkspaceRuntime
 
@@ -35,7 +37,11 @@ METRICS: Token[MetricsCollector] = Token("metrics")
 EVENTS: Token[EventBus] = Token("events")
 ORCHESTRATOR: Token[TaskOrchestrator] = Token("orchestrator")
 LLM_POOL: Token[AsyncEndpointPool] = Token("llm-pool")
-STUB_LLM: Token[StubServer] = Token("stub-llm")
+FALLBACK_LLM: Token[str] = Token("fallback-llm")
+
+#: How the application provides an LLM endpoint for workspaces that configure none:
+#: an async context manager yielding its base URL (entered on first need, exited at close).
+EndpointProvider = Callable[[], AbstractAsyncContextManager[str]]
 API: Token[ApiServer] = Token("api")
 
 
@@ -57,7 +63,7 @@ def register_services(container: AsyncIoCContainer, options: KernelOptions) -> N
         return TaskOrchestrator(options.limits, metrics=await c.resolve(METRICS))
 
     async def pool(_: AsyncIoCContainer) -> AsyncEndpointPool:
-        return AsyncEndpointPool()
+        return AsyncEndpointPool(wrap_transport=options.wrap_llm_transport)
 
     async def close_bus(bus: EventBus) -> None:
         bus.close()
@@ -66,23 +72,32 @@ def register_services(container: AsyncIoCContainer, options: KernelOptions) -> N
     container.register(EVENTS, events, close=close_bus)
     container.register(ORCHESTRATOR, orchestrator, close=_nothing_to_close)
     container.register(LLM_POOL, pool)
-    container.register(STUB_LLM, _start_stub, close=_stop_stub)
+    _register_fallback_llm(container, options.fallback_llm)
+
+
+def _register_fallback_llm(container: AsyncIoCContainer, provider: EndpointProvider | None) -> None:
+    """The fallback endpoint: entered when first resolved, exited when the container closes."""
+    entered: list[AbstractAsyncContextManager[str]] = []
+
+    async def endpoint(_: AsyncIoCContainer) -> str:
+        if provider is None:
+            raise ConfigError(
+                CONFIG_RELPATH, "no LLM endpoint: set llm.base_url or pass an LLM URL", field="llm.base_url"
+            )
+        manager = provider()
+        url = await manager.__aenter__()
+        entered.append(manager)
+        return url
+
+    async def leave(_url: str) -> None:
+        while entered:
+            await entered.pop().__aexit__(None, None, None)
+
+    container.register(FALLBACK_LLM, endpoint, close=leave)
 
 
 def _nothing_to_close(_: object) -> None:
     """Services that hold no OS resource (metrics, the orchestrator, whose jobs end with the main loop)."""
-
-
-async def _start_stub(_: AsyncIoCContainer) -> StubServer:
-    from codeagent.stub import StubServer
-
-    stub = await ato_thread(StubServer().start)
-    log.warning("no LLM configured; using the embedded stub LLM at %s", stub.url)
-    return stub
-
-
-async def _stop_stub(stub: StubServer) -> None:
-    await ato_thread(stub.stop)
 
 
 @dataclass
@@ -107,10 +122,9 @@ class Services:
             pool=await container.resolve(LLM_POOL),
         )
 
-    async def stub_url(self, container: AsyncIoCContainer) -> str:
-        """The embedded stub LLM's base URL, starting it on first use."""
-        stub = await container.resolve(STUB_LLM)
-        return stub.url
+    async def fallback_llm_url(self, container: AsyncIoCContainer) -> str:
+        """The fallback endpoint's base URL, obtained on first use (raises :class:`ConfigError` without one)."""
+        return await container.resolve(FALLBACK_LLM)
 
     async def start_api(
         self,

@@ -83,11 +83,17 @@ class WorkspaceRuntime:
         self.resources = resources
         self.metrics = metrics
         self.events = events
-        self.config_manager = ConfigurationManager(self.root, label=label, events=events, metrics=metrics)
+        self.config_manager = ConfigurationManager(
+            self.root,
+            label=label,
+            events=events,
+            metrics=metrics,
+            source=self.components.config_source(self.root),
+        )
         self.config_manager.add_listener(self._on_config_change)
         todos, status, checkpoints = self.components.stores(self.root)
         self.todos = MeteredTodos(todos, metrics)
-        self.status = MeteredStatus(status, metrics, self.root)
+        self.status = MeteredStatus(status, metrics)
         self.checkpoints = MeteredCheckpoints(checkpoints, metrics, self._on_stage)
         self.processed = 0
         self.on_todo_added: Callable[[WorkspaceRuntime, Todo], None] | None = None

@@ -2,8 +2,11 @@
 
 Real implementations (legacy, the generated sync twin, core_async) are wrapped
 in spies that log each call they receive; the test then checks the log.
-Shadow reads must reach both; shadow writes must reach the candidate only
-through a scratch copy, leaving the real workspace as one write left it.
+Shadow must reach both implementations, the candidate never on the live
+workspace for a write: reads of live state run both paths there, reads of
+state others keep rewriting run both on one snapshot, writes run the served
+path live and compare both implementations on copies of one snapshot (a git
+commit compares the live result with the candidate's in a scratch clone).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import legacy.files as l_files
 import legacy.git as l_git
 import legacy.status as l_status
 import legacy.todos as l_todos
-from bridge import facades
+from bridge._async import facades as async_facades
+from bridge._sync import facades as sync_facades
 from bridge.runtime import BridgeRuntime
 from codeagent.context import current_todo
 from codeagent.models import AgentState, Checkpoint, Stage, TodoState, TodoStatus
@@ -62,16 +66,16 @@ NAME, EMAIL = "Bridge Test", "bridge@localhost"
 
 # component -> (legacy factory, sync twin factory, async factory, facade classes)
 FACTORIES: dict[str, tuple[Callable[[Path], Any], Callable[[Path], Any], Callable[[Path], Any], Any, Any]] = {
-    "todos": (l_todos.TodoStore, s_todos.SyncTodoJsonStore, a_todos.AsyncTodoJsonStore, facades.SyncTodosFacade, facades.AsyncTodosFacade),
-    "status": (l_status.StatusStore, s_status.SyncStatusJsonStore, a_status.AsyncStatusJsonStore, facades.SyncStatusFacade, facades.AsyncStatusFacade),
-    "checkpoints": (l_checkpoints.CheckpointStore, s_checkpoints.SyncCheckpointJsonStore, a_checkpoints.AsyncCheckpointJsonStore, facades.SyncCheckpointsFacade, facades.AsyncCheckpointsFacade),
-    "files": (l_files.Files, s_files.SyncWorkspaceFiles, a_files.AsyncWorkspaceFiles, facades.SyncFilesFacade, facades.AsyncFilesFacade),
+    "todos": (l_todos.TodoStore, s_todos.SyncTodoJsonStore, a_todos.AsyncTodoJsonStore, sync_facades.SyncTodosFacade, async_facades.AsyncTodosFacade),
+    "status": (l_status.StatusStore, s_status.SyncStatusJsonStore, a_status.AsyncStatusJsonStore, sync_facades.SyncStatusFacade, async_facades.AsyncStatusFacade),
+    "checkpoints": (l_checkpoints.CheckpointStore, s_checkpoints.SyncCheckpointJsonStore, a_checkpoints.AsyncCheckpointJsonStore, sync_facades.SyncCheckpointsFacade, async_facades.AsyncCheckpointsFacade),
+    "files": (l_files.Files, s_files.SyncWorkspaceFiles, a_files.AsyncWorkspaceFiles, sync_facades.SyncFilesFacade, async_facades.AsyncFilesFacade),
     "git": (
         lambda r: l_git.GitRepo(r, NAME, EMAIL),
         lambda r: s_git.SyncGitRepo(r, NAME, EMAIL),
         lambda r: a_git.AsyncGitRepo(r, NAME, EMAIL),
-        facades.SyncGitFacade,
-        facades.AsyncGitFacade,
+        sync_facades.SyncGitFacade,
+        async_facades.AsyncGitFacade,
     ),
 }  # fmt: skip
 
@@ -125,7 +129,7 @@ def _facade(component: str, face: str, rt: BridgeRuntime, root: Path, log: Log) 
     new_f = twin_f if face == "sync" else async_f
     cls = sync_cls if face == "sync" else async_cls
     return cls(
-        rt.dispatcher,
+        rt.sync_dispatcher() if face == "sync" else rt.async_dispatcher(),
         root,
         Spy(legacy_f(root), "legacy", log, "real"),
         Spy(new_f(root), "new", log, "real"),
@@ -160,7 +164,7 @@ def _invoke(face: str, rt: BridgeRuntime, call: Callable[[], Any]) -> Any:
 
     async def go() -> Any:
         value = await call()
-        await rt.dispatcher.drain()
+        await rt.drain()
         return value
 
     return asyncio.run(go(), debug=True)
@@ -168,6 +172,25 @@ def _invoke(face: str, rt: BridgeRuntime, call: Callable[[], Any]) -> Any:
 
 COMPONENTS = list(FACTORIES)
 FACES = ["sync", "async"]
+
+# How shadow runs each component's read and write (see bridge/_async/dispatch.py).
+READ_KIND = {"todos": "snapshot", "status": "snapshot", "checkpoints": "live", "files": "live", "git": "live"}
+WRITE_KIND = {
+    "todos": "same-base",
+    "status": "same-base",
+    "checkpoints": "same-base",
+    "files": "same-base",
+    "git": "live",
+}
+
+
+def _expected(kind: str, serve: str, other: str) -> set[tuple[str, str]]:
+    return {
+        "live read": {(serve, "real"), (other, "real")},
+        "snapshot read": {(serve, "scratch"), (other, "scratch")},
+        "same-base write": {(serve, "real"), (serve, "scratch"), (other, "scratch")},
+        "live write": {(serve, "real"), (other, "scratch")},
+    }[kind]
 
 
 @pytest.mark.parametrize("face", FACES)
@@ -198,12 +221,16 @@ def test_shadow_runs_both_and_writes_the_candidate_only_to_scratch(
     log: Log = []
     facade = _facade(component, face, runtime, workspace, log)
     _invoke(face, runtime, lambda: read(facade))
-    assert {(impl, where) for impl, _, where in log} == {(serve, "real"), (other, "real")}
+    assert {(impl, where) for impl, _, where in log} == _expected(
+        f"{READ_KIND[component]} read", serve, other
+    )
     log.clear()
     _invoke(face, runtime, lambda: write(facade))
-    assert {(impl, where) for impl, _, where in log} == {(serve, "real"), (other, "scratch")}
+    assert {(impl, where) for impl, _, where in log} == _expected(
+        f"{WRITE_KIND[component]} write", serve, other
+    )
     runtime.mismatches.close()
-    assert runtime.dispatcher.counters[component].mismatches == 0
+    assert runtime.counters[component].mismatches == 0
     assert runtime.monitor.snapshot()[component].mismatches == 0
 
 
@@ -266,14 +293,11 @@ def test_llm_routing(
     import core_sync.llm as s_llm
     import core_sync.llm_transport as s_transport
     import legacy.llm as l_llm
-    from bridge.llm_facade import AsyncLLMFacade, SyncLLMFacade
-    from bridge.llm_replay import (
-        AsyncRecordingTransport,
-        AsyncReplayTransport,
-        RecordingTransport,
-        ReplayTransport,
-    )
-    from codeagent.stub import StubServer
+    from bridge._async.llm import AsyncLLMFacade, AsyncRecordingTransport, AsyncReplayTransport
+    from bridge._sync.llm import SyncLLMFacade
+    from bridge._sync.llm import SyncRecordingTransport as RecordingTransport
+    from bridge._sync.llm import SyncReplayTransport as ReplayTransport
+    from llm_stub import StubServer
 
     _set(runtime, "llm", mode, serve=serve)
     log: Log = []
@@ -297,7 +321,9 @@ def test_llm_routing(
             ]
             new = Spy(s_llm.SyncLLMClient(**args, pool=pools[0]), "new", log, "real")
             new_replay = Spy(s_llm.SyncLLMClient(**args, **no_wait, pool=pools[1]), "new", log, "replay")
-            facade = SyncLLMFacade(runtime.dispatcher, legacy, new, legacy_replay, new_replay, pools=pools)
+            facade = SyncLLMFacade(
+                runtime.sync_dispatcher(), legacy, new, legacy_replay, new_replay, closing=pools
+            )
             answer = facade.chat(messages)
             facade.close()
         else:
@@ -312,11 +338,12 @@ def test_llm_routing(
                     a_llm.AsyncLLMClient(**args, **no_wait, pool=apools[1]), "new", log, "replay"
                 )
                 afacade = AsyncLLMFacade(
-                    runtime.dispatcher, legacy, anew, legacy_replay, anew_replay, pools=apools
+                    runtime.async_dispatcher(), legacy, anew, legacy_replay, anew_replay, closing=apools
                 )
                 try:
                     return await afacade.chat(messages)
                 finally:
+                    await runtime.drain()
                     await afacade.aclose()
 
             answer = asyncio.run(go(), debug=True)
@@ -326,7 +353,7 @@ def test_llm_routing(
     if mode is Mode.SHADOW:
         other = "new" if serve == "legacy" else "legacy"
         assert chats == {(serve, "real"), (other, "replay")}
-        assert runtime.dispatcher.counters["llm"].mismatches == 0
+        assert runtime.counters["llm"].mismatches == 0
     else:
         assert chats == {(mode.value, "real")}
     # One real request, whatever the mode: shadow replays the recording instead of asking again.
@@ -335,12 +362,10 @@ def test_llm_routing(
 
 @pytest.mark.parametrize("mode", [Mode.LEGACY, Mode.NEW])
 def test_config_is_routed(mode: Mode, workspace: Path, runtime: BridgeRuntime) -> None:
-    from bridge.wiring import build_routed_legacy_agent
+    from bridge.wiring import routed_sync_config
 
     (workspace / ".agent/config.json").write_text('{"poll_interval": 0.5}\n')
     _set(runtime, "config", mode)
-    agent = build_routed_legacy_agent(workspace, runtime, "http://127.0.0.1:9/v1")
-    agent.close()
-    assert agent.config.poll_interval == 0.5
-    counters = runtime.dispatcher.counters["config"]
+    assert routed_sync_config(runtime, workspace).load().poll_interval == 0.5
+    counters = runtime.counters["config"]
     assert (counters.legacy, counters.new) == ((1, 0) if mode is Mode.LEGACY else (0, 1))

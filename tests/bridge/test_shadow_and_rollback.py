@@ -17,11 +17,14 @@ import pytest
 
 from bridge.mismatches import read_mismatches
 from bridge.runtime import BridgeRuntime
-from bridge.wiring import build_routed_async_agent, build_routed_legacy_agent
-from codeagent.sample import create_sample_workspace
-from codeagent.stub import StubServer
+from bridge.wiring import recording_transport
+from codeagent_app.sample import create_sample_workspace
+from core_async.llm_transport import AsyncEndpointPool
 from feature_flags import COMPONENTS, ComponentChange, Mode, read_entries, read_flags, update_flags
-from legacy.wiring import build_agent
+from llm_stub import StubServer
+from tests.agents import legacy_agent as build_agent
+from tests.agents import routed_async_agent as build_routed_async_agent
+from tests.agents import routed_legacy_agent as build_routed_legacy_agent
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +62,14 @@ def _run(root: Path, face: str, runtime: BridgeRuntime, url: str) -> None:
         return
 
     async def go() -> None:
-        agent = await build_routed_async_agent(root, runtime, url)
+        pool = AsyncEndpointPool(wrap_transport=recording_transport)
+        agent = await build_routed_async_agent(root, runtime, url, pool)
         try:
             await agent.run(until_idle=True)
-            await runtime.dispatcher.drain()
+            await runtime.drain()
         finally:
             await agent.aclose()
+            await pool.aclose()
 
     asyncio.run(go(), debug=True)
 
@@ -93,7 +98,7 @@ def test_demo_in_full_shadow_has_no_mismatch_and_leaves_what_a_plain_run_leaves(
         _run(root, face, runtime, stub.url)
     finally:
         runtime.close()
-    counters = runtime.dispatcher.counters
+    counters = runtime.counters
     assert set(counters) == set(COMPONENTS)
     assert all(c.shadow > 0 and c.legacy == 0 and c.new == 0 for c in counters.values())
     assert sum(c.mismatches for c in counters.values()) == 0
@@ -156,7 +161,7 @@ def test_injected_failure_rolls_back_only_that_component(tmp_path: Path, stub: S
     assert all("injected" in status[k]["error"] for k in failed)
     assert sum(v["status"] == "done" for v in status.values()) == 24 - len(failed)
     shown = subprocess.run(
-        [sys.executable, "-m", "codeagent.cli", "flags", "show", "--json", "--workspace", str(root)],
+        [sys.executable, "-m", "codeagent_app.cli", "flags", "show", "--json", "--workspace", str(root)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     rows = {row["component"]: row for row in json.loads(shown.stdout)["components"]}

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from codeagent.sample import create_sample_workspace, sample_todo_specs
-from codeagent.workspace_lock import hold_workspace
+from codeagent_app.sample import create_sample_workspace, sample_todo_specs
+from legacy.workspace_lock import hold_workspace
 
-CLI = [sys.executable, "-m", "codeagent.cli"]
+CLI = [sys.executable, "-m", "codeagent_app.cli"]
 
 
 def _run(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

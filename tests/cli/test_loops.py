@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from codeagent import runner
 from codeagent.models import Todo, TodoFile, dump_json
-from codeagent.sample import create_sample_workspace
-from codeagent.stub import StubOptions, StubServer
+from codeagent_app import runner
+from codeagent_app.sample import create_sample_workspace
 from feature_flags import ComponentChange, Mode, read_entries, update_flags
+from llm_stub import StubOptions, StubServer
 
-CLI = [sys.executable, "-m", "codeagent.cli"]
+CLI = [sys.executable, "-m", "codeagent_app.cli"]
 
 
 @pytest.fixture(scope="module")

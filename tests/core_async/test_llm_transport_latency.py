@@ -9,7 +9,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from codeagent import httpcore_fixes
+from core_async import _httpcore_fixes as httpcore_fixes
 from core_async.llm_transport import AsyncEndpointPool, AsyncLaneTransport, HTTPVersion, PoolLimits
 from tests.core_async.test_llm_client import client
 from tests.parity._support import chat_messages

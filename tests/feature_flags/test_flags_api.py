@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codeagent.sample import create_sample_workspace
-from codeagent.stub import StubServer
+from codeagent_app.sample import create_sample_workspace
 from feature_flags import Mode, read_entries, read_flags
+from llm_stub import StubServer
 
-CLI = [sys.executable, "-m", "codeagent.cli"]
+CLI = [sys.executable, "-m", "codeagent_app.cli"]
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ async def test_held_interrupts_are_written_at_once(tmp_path: Path) -> None:
     await inner.set_todo("t-0001", TodoState(status=TodoStatus.RUNNING, attempts=3))
     await inner.set_todo("t-0002", TodoState(status=TodoStatus.DONE, attempts=1))
     for held, status in (
-        ("t-0003", MeteredStatus(inner, metrics, tmp_path)),
+        ("t-0003", MeteredStatus(inner, metrics)),
         ("t-0004", MeteredStatus(inner, metrics)),
     ):
         status.hold_interrupts()

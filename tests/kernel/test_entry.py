@@ -1,4 +1,4 @@
-"""The entry points the CLI wires (run_async, serve_async, python -m core_async.kernel) and the loop choice."""
+"""The kernel's entry points the application calls (run_async, serve_async) and the loop choice."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core_async.kernel import __main__ as kernel_main
+from codeagent.errors import ConfigError
 from core_async.kernel.entry import ensure_logging, run_async, serve_async
 from core_async.kernel.loop_policy import choose_loop
+from core_async.kernel.server_core import KernelOptions
 from tests.kernel.workspaces import make_workspace, trailers
 
 
@@ -54,16 +55,36 @@ def test_ensure_logging_leaves_a_configured_application_alone(monkeypatch: pytes
     assert len(root.handlers) == 1
 
 
-def test_module_entry_runs_and_reports_bad_workspaces(
-    tmp_path: Path, stub_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_async_reports_a_missing_workspace_and_a_missing_endpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="workspace directory does not exist"):
+        run_async([tmp_path / "missing"], llm_url=None, until_idle=True)
     root = tmp_path / "ws"
-    make_workspace(root, 2)
-    argv = ["run", "-w", str(root), "--until-idle", "--llm-url", stub_url, "--no-uvloop", "--llm-slots", "2"]
-    assert kernel_main.main(argv) == 0
-    assert "processed 2 todo(s)" in capsys.readouterr().out
-    assert kernel_main.main(["run", "-w", str(tmp_path / "missing"), "--until-idle"]) == 2
-    assert "workspace directory does not exist" in capsys.readouterr().err
+    make_workspace(root, 1)
+    # No llm.base_url, no --llm-url and no fallback endpoint injected: refused, naming the key.
+    with pytest.raises(ConfigError, match=r"llm\.base_url"):
+        run_async([root], llm_url=None, until_idle=True)
+
+
+def test_the_fallback_endpoint_is_entered_once_and_left_at_close(tmp_path: Path, stub_url: str) -> None:
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    calls: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def endpoint() -> AsyncIterator[str]:
+        calls.append("enter")
+        try:
+            yield stub_url
+        finally:
+            calls.append("exit")
+
+    roots = []
+    for name in ("a", "b"):
+        roots.append(tmp_path / name)
+        make_workspace(roots[-1], 2)
+    assert run_async(roots, llm_url=None, until_idle=True, options=KernelOptions(fallback_llm=endpoint)) == 4
+    assert calls == ["enter", "exit"]
 
 
 def free_port() -> int:
@@ -91,7 +112,9 @@ def test_serve_async_answers_then_stops_on_sigterm(tmp_path: Path, stub_url: str
 
     helper = threading.Thread(target=client)
     helper.start()
-    serve_async([root], host="127.0.0.1", port=port, llm_url=stub_url, grace_seconds=2.0)
+    serve_async(
+        [root], llm_url=stub_url, options=KernelOptions(host="127.0.0.1", port=port, grace_seconds=2.0)
+    )
     helper.join()
     assert seen["health"] == {"status": "ok", "loop": "async"}
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers removed on the way out

@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from codeagent.errors import ConfigError, StateFileError
 from codeagent.models import Todo
-from codeagent.stub import StubOptions, StubServer
 from core_async.kernel.entry import run_kernel
 from core_async.kernel.limits import ResourceLimits
 from core_async.kernel.server_core import AsyncServerCore, KernelOptions
+from llm_stub import StubOptions, StubServer
 from tests.kernel.workspaces import (
     append_todos,
     done_ids,
@@ -197,12 +197,19 @@ async def test_shutdown_interrupts_running_todos_and_a_restart_resumes_them(tmp_
     assert sorted(trailers(root)) == [f"t-{i:04d}" for i in range(1, 5)]
 
 
-async def test_no_llm_configured_starts_the_embedded_stub_lazily(tmp_path: Path) -> None:
+async def test_no_llm_configured_gets_the_injected_fallback_lazily(tmp_path: Path) -> None:
+    from codeagent_app.endpoint import aembedded_stub
+
     root = tmp_path / "ws"
+    make_workspace(root, 1, config='{"llm": {"base_url": "http://127.0.0.1:9/v1"}}')
+    options = KernelOptions(install_signal_handlers=False, fallback_llm=aembedded_stub)
+    async with AsyncServerCore([root], options=options, until_idle=True) as configured:
+        assert "fallback-llm" not in configured.container.created()  # every workspace has an endpoint
+    root = tmp_path / "bare"
     make_workspace(root, 1)
-    core = AsyncServerCore([root], options=KernelOptions(install_signal_handlers=False), until_idle=True)
+    core = AsyncServerCore([root], options=options, until_idle=True)
     async with core:
-        assert "stub-llm" in core.container.created()
+        assert "fallback-llm" in core.container.created()
         assert await core.run_main_loop() == 1
     assert core.container.closed and core.close_failures == []
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from codeagent.stub import StubOptions, StubServer
+from llm_stub import StubOptions, StubServer
 from tests.kernel.workspaces import make_workspace, trailers
 
 GRACE = 2.0
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def kernel_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "core_async.kernel", *args]
+    return [sys.executable, "-m", "codeagent_app.cli", *args, "--loop", "async"]
 
 
 def wait_for_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:

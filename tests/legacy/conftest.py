@@ -77,7 +77,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 @pytest.fixture
 def stub() -> Iterator[Any]:
     """A fresh stub LLM server on loopback (no latency, no random faults)."""
-    from codeagent.stub import StubOptions, StubServer
+    from llm_stub import StubOptions, StubServer
 
     with StubServer(StubOptions(latency_ms=0, fail_rate=0.0, seed=0, retry_after_s=0.2, hang_s=30)) as server:
         yield server

@@ -23,7 +23,7 @@ from legacy.git import GitRepo
 from legacy.llm import LLMClient
 from legacy.status import StatusStore
 from legacy.todos import TodoStore
-from legacy.wiring import build_agent
+from tests.agents import legacy_agent as build_agent
 from tests.legacy.conftest import git, trailers
 
 APPEND = 'append a line "hello world" to file notes.txt'
@@ -237,15 +237,16 @@ def test_malformed_config_names_file_and_field(repo: Path) -> None:
     assert str(info.value).startswith(".agent/config.json:2: llm.max_retries:")
 
 
-def test_build_agent_needs_an_llm_url(repo: Path, stub: Any) -> None:
-    with pytest.raises(ConfigError, match=r"llm\.base_url"):
-        build_agent(repo)
+def test_the_component_builder_follows_the_config(repo: Path, stub: Any) -> None:
     (repo / ".agent").mkdir()
-    (repo / ".agent" / "config.json").write_text(json.dumps({"llm": {"base_url": stub.url}}))
+    (repo / ".agent" / "config.json").write_text(
+        json.dumps({"llm": {"base_url": stub.url, "max_retries": 7}})
+    )
     agent = build_agent(repo)
     try:
         assert isinstance(agent.llm, LLMClient)
         assert agent.llm.base_url == stub.url
+        assert agent.llm.max_retries == 7
     finally:
         agent.close()
     agent = build_agent(repo, llm_url="http://127.0.0.1:9/v1")

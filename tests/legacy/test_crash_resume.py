@@ -1,6 +1,6 @@
 """Crash and resume with real processes: SIGKILL right after a checkpoint, then a clean restart.
 
-The child runs ``build_agent(...).run(until_idle=True)`` against a stub LLM
+The child runs ``legacy_agent(...).run(until_idle=True)`` against a stub LLM
 served by this test process; ``CODEAGENT_KILL_AT`` makes it SIGKILL itself right
 after saving the named checkpoint. The restarted child must finish every todo
 with exactly one commit per todo and files holding exactly the expected bytes
@@ -27,8 +27,8 @@ from tests.legacy.conftest import REPO_ROOT, git, trailers
 CHILD = (
     "import sys\n"
     "from pathlib import Path\n"
-    "from legacy.wiring import build_agent\n"
-    "agent = build_agent(Path(sys.argv[1]), llm_url=sys.argv[2])\n"
+    "from tests.agents import legacy_agent\n"
+    "agent = legacy_agent(Path(sys.argv[1]), llm_url=sys.argv[2])\n"
     "try:\n"
     "    print(agent.run(until_idle=True))\n"
     "finally:\n"

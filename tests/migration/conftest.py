@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from codeagent.models import Checkpoint, Stage
-from codeagent.sample import create_sample_workspace
-from codeagent.stub import StubOptions, StubServer
-from core_async.wiring import build_agent as build_async
+from codeagent_app.sample import create_sample_workspace
 from legacy.checkpoints import CheckpointStore
-from legacy.wiring import build_agent as build_legacy
+from llm_stub import StubOptions, StubServer
+from tests.agents import async_agent as build_async
+from tests.agents import legacy_agent as build_legacy
 from tests.conftest import debug_loop
 
 STATE = (".agent/config.json", ".agent/todos.json", ".agent/status.json", ".agent/format.json")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from codeagent.workspace_lock import hold_workspace
+from legacy.workspace_lock import hold_workspace
 from tests.migration.conftest import tree_hash
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from codeagent.models import Stage, TodoStatus
-from codeagent.workspace_lock import hold_workspace
 from legacy.status import StatusStore
+from legacy.workspace_lock import hold_workspace
 from migration import engine
 from migration.report import workspace_status
 from migration.verify import verify_workspace

@@ -295,7 +295,7 @@ def fresh_stub(stub: Any) -> Any:
 
 def stub_server_fixture() -> Iterator[Any]:
     """One stub LLM for a module; reset (no faults, no latency, counters zeroed) before each use."""
-    from codeagent.stub import StubOptions, StubServer
+    from llm_stub import StubOptions, StubServer
 
     with StubServer(StubOptions(latency_ms=0, seed=0, retry_after_s=0.2, hang_s=30)) as stub:
         yield stub

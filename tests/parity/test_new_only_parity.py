@@ -17,21 +17,23 @@ from typing import Any
 
 import pytest
 
+import core_async.components
+import core_async.config
 import core_async.fsops
 import core_async.llm_transport
 import core_async.ratelimit
-import core_async.wiring
+import core_sync.components
+import core_sync.config
 import core_sync.fsops
 import core_sync.llm_transport
 import core_sync.ratelimit
-import core_sync.wiring
-from codeagent.errors import ConfigError, GitError, LLMError, LLMRateLimited, LLMTimeout
+from codeagent.errors import GitError, LLMError, LLMRateLimited, LLMTimeout
 from tests.parity._support import Driver, Impl, chat_messages, make_repo
 
 NEW = ("core_sync", "core_async")
 MODULES = {
-    "core_sync": (core_sync.llm_transport, core_sync.ratelimit, core_sync.wiring, core_sync.fsops),
-    "core_async": (core_async.llm_transport, core_async.ratelimit, core_async.wiring, core_async.fsops),
+    "core_sync": (core_sync.llm_transport, core_sync.ratelimit, core_sync.components, core_sync.fsops),
+    "core_async": (core_async.llm_transport, core_async.ratelimit, core_async.components, core_async.fsops),
 }
 
 
@@ -199,22 +201,26 @@ def test_commits_leave_maintenance_to_a_periodic_gc(
     assert repo.find_commit("t-0002") == sha
 
 
-def test_plain_wiring(new: Impl, tmp_path: Path, stub: Any) -> None:
-    *_, wiring, _ = MODULES[new.name]
-    with pytest.raises(ConfigError, match=r"llm\.base_url"):
-        new.run(wiring.build_agent(tmp_path))
+def test_component_builder_follows_the_config(new: Impl, tmp_path: Path, stub: Any) -> None:
+    *_, components, _ = MODULES[new.name]
+    loader = core_async.config if new.is_async else core_sync.config
     (tmp_path / ".agent").mkdir()
     (tmp_path / ".agent/config.json").write_text(
-        json.dumps({"llm": {"base_url": stub.url}, "max_file_bytes": 99})
+        json.dumps({"llm": {"max_retries": 5}, "git": {"author_name": "Builder"}, "max_file_bytes": 99})
     )
-    agent = new.wrap(new.run(wiring.build_agent(tmp_path)))
+    config = new.run(loader.load_config(tmp_path))
+    built = components.build_components(tmp_path, config, stub.url)
     try:
-        assert agent.files.max_bytes == 99
-        assert agent.llm.base_url == stub.url
-        assert agent.loop_name == ("async" if new.is_async else "sync")
-        assert agent.llm.pool.http_version.value == ("auto" if new.is_async else "http1")
+        assert built.files.max_bytes == 99
+        assert built.git._env["GIT_AUTHOR_NAME"] == "Builder"
+        assert built.llm.base_url == stub.url
+        assert built.llm.policy.max_retries == 5
+        assert built.llm.pool.http_version.value == ("auto" if new.is_async else "http1")
+        replay = components.build_llm(config, stub.url, replay=True)
+        assert (replay.policy.backoff_base, replay.policy.max_retry_after) == (0.0, 0.0)
+        new.run(replay.aclose() if new.is_async else replay.close())
     finally:
-        agent.aclose() if new.is_async else agent.close()
+        new.run(built.llm.aclose() if new.is_async else built.llm.close())
 
 
 def test_failed_atomic_write_leaves_nothing_behind(new: Impl, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from codeagent.stub import StubOptions, StubServer
+from llm_stub import StubOptions, StubServer
 
 
 def stub_threads() -> list[threading.Thread]:

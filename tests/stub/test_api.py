@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from codeagent.stub import StubOptions, StubServer
+from llm_stub import StubOptions, StubServer
 from tests.stub.helpers import chat_body, reply_text
 
 APPEND = 'append a line "hello" to file notes.txt'

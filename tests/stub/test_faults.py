@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from codeagent import httpcore_fixes
-from codeagent.stub import StubOptions, StubServer
+from core_async import _httpcore_fixes as httpcore_fixes
+from llm_stub import StubOptions, StubServer
 from tests.stub.helpers import chat_body, reply_text
 
 BODY = chat_body('say "fine"')

@@ -7,8 +7,8 @@ import pytest
 from hypercorn.config import Config
 from priority.priority import DeadlockError, DuplicateStreamError, MissingStreamError, TooManyStreamsError
 
-from codeagent.stub import hypercorn_fixes
-from codeagent.stub.hypercorn_fixes import RoundRobinScheduler, StubConfig
+from llm_stub import hypercorn_fixes
+from llm_stub.hypercorn_fixes import RoundRobinScheduler, StubConfig
 
 
 def test_ready_streams_take_turns() -> None:

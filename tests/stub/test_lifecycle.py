@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from codeagent.stub import StubOptions, StubServer, start_stub_process, stop_stub_process
+from llm_stub import StubOptions, StubServer, start_stub_process, stop_stub_process
 from tests.stub.conftest import stub_threads
 from tests.stub.helpers import chat_body, reply_text
 
@@ -100,7 +100,7 @@ def test_cli_prints_the_ready_line_and_exits_cleanly_on_sigint() -> None:
     command = [
         sys.executable,
         "-m",
-        "codeagent.stub",
+        "llm_stub",
         "--port",
         "0",
         "--faults",
@@ -130,7 +130,7 @@ def test_cli_prints_the_ready_line_and_exits_cleanly_on_sigint() -> None:
 )
 def test_cli_refuses_bad_options(args: list[str], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "codeagent.stub", *args],
+        [sys.executable, "-m", "llm_stub", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -147,7 +147,7 @@ def test_start_stub_process_reports_a_child_that_fails() -> None:
 
 
 def test_cli_arguments_become_options(capsys: pytest.CaptureFixture[str]) -> None:
-    from codeagent.stub.__main__ import build_parser, main, options_from_args
+    from llm_stub.__main__ import build_parser, main, options_from_args
 
     argv = "--latency-ms 20 --jitter-ms 5 --fail-rate 0.25 --faults 429,quota --seed 9"
     argv += " --retry-after 0.5 --hang-s 2 --model m --rules r.toml"

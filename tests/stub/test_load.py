@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from codeagent.stub import StubOptions, StubServer
+from llm_stub import StubOptions, StubServer
 from tests.stub.h2_client import BareH2Client, post_many
 from tests.stub.helpers import apply_reply, chat_body, reply_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from codeagent.stub import StubServer
+from llm_stub import StubServer
 from tests.stub.helpers import apply_reply, chat_body
 
 FILES: dict[str, str | None] = {"src/calc.py": "def add(a, b):\n    return a - b\n"}

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from codeagent.edits import parse_edit_blocks
-from codeagent.stub import StubOptions, StubServer
-from codeagent.stub.actions import unique_suffix
-from codeagent.stub.rules import RuleBook, RulesError, parse_rules
+from llm_stub import StubOptions, StubServer
+from llm_stub.actions import unique_suffix
+from llm_stub.rules import RuleBook, RulesError, parse_rules
 from tests.stub.helpers import apply_reply, chat_body, reply_text
 
 BOOK = RuleBook.load()
