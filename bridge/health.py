@@ -39,6 +39,7 @@ class RollbackVerdict:
 
 
 RollbackAction = Callable[[RollbackVerdict], None]
+ChangeListener = Callable[[], None]
 
 
 class _Health:
@@ -63,11 +64,23 @@ class HealthMonitor:
 
     Recording is O(1): the window keeps running error and mismatch counts, and
     an ``OK`` on a clean window returns before any judgement.
+
+    ``on_change`` is called (under the monitor's lock, so it must be quick and
+    must not call back) when the totals first change after :meth:`collect`;
+    further changes only set a flag until the next :meth:`collect`, so a busy
+    monitor notifies once per collection, not once per call.
     """
 
-    def __init__(self, store: FlagStore, on_rollback: RollbackAction | None = None) -> None:
+    def __init__(
+        self,
+        store: FlagStore,
+        on_rollback: RollbackAction | None = None,
+        on_change: ChangeListener | None = None,
+    ) -> None:
         self.store = store
         self.on_rollback = on_rollback
+        self.on_change = on_change
+        self._changed = False
         self._lock = threading.Lock()
         self._health: dict[str, _Health] = {}
         self._tripped: dict[str, RollbackVerdict] = {}
@@ -89,6 +102,14 @@ class HealthMonitor:
                 self._tripped.pop(name, None)
                 if health is not None:
                     health.reset_window()
+                    self._mark_changed()
+
+    def _mark_changed(self) -> None:
+        # Under the lock: only the first change after a collection notifies.
+        if not self._changed:
+            self._changed = True
+            if self.on_change is not None:
+                self.on_change()
 
     def record(self, component: str, outcome: int) -> None:
         """Record one outcome (``OK``, ``ERROR`` or ``MISMATCH``) of the new path."""
@@ -100,6 +121,8 @@ class HealthMonitor:
             window = h.outcomes
             window.append(outcome)
             h.calls += 1
+            if not self._changed:
+                self._mark_changed()
             if outcome == ERROR:
                 h.errors += 1
                 h.total_errors += 1
@@ -141,10 +164,19 @@ class HealthMonitor:
     def snapshot(self) -> dict[str, ComponentHealth]:
         """A copy of the totals per component (for ``flags show`` and metrics)."""
         with self._lock:
-            return {
-                k: ComponentHealth(v.calls, v.total_errors, v.total_mismatches, v.rollback)
-                for k, v in self._health.items()
-            }
+            return self._totals()
+
+    def collect(self) -> dict[str, ComponentHealth]:
+        """:meth:`snapshot`, re-arming ``on_change`` for the next change (the health writer's read)."""
+        with self._lock:
+            self._changed = False
+            return self._totals()
+
+    def _totals(self) -> dict[str, ComponentHealth]:
+        return {
+            k: ComponentHealth(v.calls, v.total_errors, v.total_mismatches, v.rollback)
+            for k, v in self._health.items()
+        }
 
     def tripped(self, component: str) -> RollbackVerdict | None:
         """The verdict that rolled ``component`` back, if one did since it was last armed."""

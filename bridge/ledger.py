@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.health import ERROR, MISMATCH, OK, HealthMonitor
-from bridge.mismatches import Mismatch, MismatchLog, describe
 from bridge.routing import Router
 from codeagent.context import current_todo
+from feature_flags.mismatches import Mismatch, MismatchLog, describe
 
 
 @dataclass(slots=True)

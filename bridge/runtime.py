@@ -7,6 +7,12 @@ monitor trips, the flag file is rewritten atomically (source
 ``auto-rollback``), reloaded at once, logged, and an event is emitted to
 whoever listens (the async core's event bus). A small thread writes the
 health snapshot beside the flag file for ``codeagent flags show``.
+
+Nothing here wakes up on a timer while the agent is idle: the flag watcher
+sleeps on inotify (the kernel's binding, handed to :class:`FlagWatcher`;
+watchfiles polls only where inotify is unavailable), and the health thread
+sleeps until the monitor reports a change, then writes at most once per
+``health_interval`` while changes keep coming.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from bridge._sync._compat import BlockingPool as InlineBlockingPool
 from bridge._sync.dispatch import SyncDispatcher
 from bridge.health import HealthMonitor, RollbackVerdict
 from bridge.ledger import BridgeCounters, CallLedger
-from bridge.mismatches import MismatchLog
 from bridge.routing import Router
 from codeagent.paths import FLAGS_RELPATH, MISMATCHES_RELPATH
+from core_async.kernel import inotify
+from core_async.kernel.watching import default_backend
 from feature_flags import (
     ComponentChange,
     FlagFileError,
@@ -36,10 +43,20 @@ from feature_flags import (
     update_flags,
 )
 from feature_flags.health import health_path, render_health
+from feature_flags.mismatches import MismatchLog
+from feature_flags.watcher import NotifierFactory
 
 log = logging.getLogger("codeagent.bridge")
 
 EventListener = Callable[[str, dict[str, Any]], None]
+
+
+def flag_notifier() -> NotifierFactory | None:
+    """The flag watcher's event source: inotify wherever the kernel's own watcher uses it.
+
+    ``None`` (watchfiles) off Linux or with ``CODEAGENT_WATCH_BACKEND=watchfiles``.
+    """
+    return inotify.Inotify if default_backend() == "inotify" else None
 
 
 class BridgeRuntime:
@@ -59,13 +76,15 @@ class BridgeRuntime:
         self.store = FlagStore(self.flags_path)
         self.listeners: list[EventListener] = []
         self.rollbacks: list[RollbackVerdict] = []
-        self.monitor = HealthMonitor(self.store, self._rollback)
+        # Set by the monitor on its first change after a write (not per call): wakes the health thread.
+        self._health_due = threading.Event()
+        self.monitor = HealthMonitor(self.store, self._rollback, on_change=self._health_due.set)
         self.mismatches = MismatchLog(workspace / MISMATCHES_RELPATH)
         self.ledger = CallLedger(Router(self.store), self.monitor, self.mismatches)
         self.shadow_timeout = shadow_timeout
         self._sync: SyncDispatcher | None = None
         self._async: AsyncDispatcher | None = None
-        self.watcher = FlagWatcher(self.store).start() if watch else None
+        self.watcher = FlagWatcher(self.store, notifier=flag_notifier()).start() if watch else None
         self._stop = threading.Event()
         self._health_interval = health_interval
         self._health_thread = threading.Thread(target=self._write_health, name="bridge-health", daemon=True)
@@ -132,13 +151,22 @@ class BridgeRuntime:
 
     def _write_health(self) -> None:
         last = ""
-        while not self._stop.wait(self._health_interval):
+        while True:
+            self._health_due.wait()  # no timeout: nothing recorded, no wake-up
+            if self._stop.is_set():
+                return
+            self._health_due.clear()
             last = self.flush_health(last)
+            # Calls keep coming while a todo runs: their changes wait for the next turn, so the
+            # file is written at most once per interval (close writes the last state).
+            if self._stop.wait(self._health_interval):
+                return
 
     def flush_health(self, last: str = "") -> str:
         """Write the health snapshot if it changed; returns what was written."""
-        text = render_health(self.monitor.snapshot())
-        if text != last and self.monitor.snapshot():
+        health = self.monitor.collect()
+        text = render_health(health)
+        if text != last and health:
             try:
                 atomic_write_text(health_path(self.flags_path), text)
             except OSError as exc:
@@ -148,6 +176,7 @@ class BridgeRuntime:
     def close(self) -> None:
         """Stop the watcher and the health thread, flush mismatches and health."""
         self._stop.set()
+        self._health_due.set()
         self._health_thread.join(timeout=5)
         if self.watcher is not None:
             self.watcher.stop()

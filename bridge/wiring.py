@@ -10,7 +10,9 @@ module only pairs them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -51,6 +53,30 @@ from legacy.llm import LLMClient
 from legacy.status import StatusStore
 from legacy.todos import TodoStore
 
+F = TypeVar("F")
+L = TypeVar("L")
+N = TypeVar("N")
+D = TypeVar("D")
+
+
+def _paired(
+    facade: Callable[[D, Path, L, N, Callable[[Path], L], Callable[[Path], N]], F],
+    dispatcher: D,
+    root: Path,
+    config: AgentConfig,
+    build_legacy: Callable[[Path, AgentConfig], L],
+    build_new: Callable[[Path, AgentConfig], N],
+) -> F:
+    """A configuration-dependent component's facade over both builds (and their scratch-rooted twins)."""
+    return facade(
+        dispatcher,
+        root,
+        build_legacy(root, config),
+        build_new(root, config),
+        lambda r: build_legacy(r, config),
+        lambda r: build_new(r, config),
+    )
+
 
 def routed_sync_config(runtime: BridgeRuntime, root: Path) -> SyncConfigFacade:
     """The configuration loader of the legacy loop, routed."""
@@ -80,22 +106,8 @@ def routed_sync_components(
         checkpoints=SyncCheckpointsFacade(
             d, root, checkpoints, new_checkpoints, CheckpointStore, SyncCheckpointJsonStore
         ),
-        files=SyncFilesFacade(
-            d,
-            root,
-            old.build_files(root, config),
-            new_sync.build_files(root, config),
-            lambda r: old.build_files(r, config),
-            lambda r: new_sync.build_files(r, config),
-        ),
-        git=SyncGitFacade(
-            d,
-            root,
-            old.build_git(root, config),
-            new_sync.build_git(root, config),
-            lambda r: old.build_git(r, config),
-            lambda r: new_sync.build_git(r, config),
-        ),
+        files=_paired(SyncFilesFacade, d, root, config, old.build_files, new_sync.build_files),
+        git=_paired(SyncGitFacade, d, root, config, old.build_git, new_sync.build_git),
         llm=llm,
     )
 
@@ -149,22 +161,8 @@ async def routed_async_workers(
         new_async.build_llm(config, base_url, pool=replay_pool, replay=True),
         closing=[replay_pool],
     )
-    files = AsyncFilesFacade(
-        d,
-        root,
-        old.build_files(root, config),
-        new_async.build_files(root, config),
-        lambda r: old.build_files(r, config),
-        lambda r: new_async.build_files(r, config),
-    )
-    git = AsyncGitFacade(
-        d,
-        root,
-        old.build_git(root, config),
-        new_async.build_git(root, config),
-        lambda r: old.build_git(r, config),
-        lambda r: new_async.build_git(r, config),
-    )
+    files = _paired(AsyncFilesFacade, d, root, config, old.build_files, new_async.build_files)
+    git = _paired(AsyncGitFacade, d, root, config, old.build_git, new_async.build_git)
     return files, git, llm
 
 

@@ -24,6 +24,9 @@ TODOS_LOCK_RELPATH = f"{STATE_DIR}/todos.lock"
 #: The loop's state and each todo's status, and their lock.
 STATUS_RELPATH = f"{STATE_DIR}/status.json"
 STATUS_LOCK_RELPATH = f"{STATE_DIR}/status.lock"
+#: Rewritten by ``todo retry`` (CLI and API) after it puts todos back to pending: the async
+#: kernel watches it (it does not watch ``status.json``, which it writes itself all the time).
+REQUEUE_RELPATH = f"{STATE_DIR}/requeue.json"
 #: One checkpoint file per todo: ``<todo-id>.json``.
 CHECKPOINTS_RELDIR = f"{STATE_DIR}/checkpoints"
 #: One driver per workspace: the flock and who holds it.

@@ -1,4 +1,4 @@
-"""The ``codeagent`` command line: run, serve, demo, todo, llm-stub.
+"""The ``codeagent`` command line: run, serve, demo, todo, status, flags, migrate, bench, llm-stub.
 
 Heavy modules are imported inside each command so that ``codeagent --help``
 stays fast and one broken component cannot stop the others' commands.
@@ -12,28 +12,25 @@ from typing import Annotated, Any
 import typer
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     help="Code Agent: an AI coding agent, and the shim that migrates it from a sync loop to asyncio.",
 )
-todo_app = typer.Typer(no_args_is_help=True, help="Manage the todo list of a workspace.")
-app.add_typer(todo_app, name="todo")
 
 
 def _register_subcommands() -> None:
     from codeagent_app.flags_cli import flags_app
+    from codeagent_app.status_cli import status
+    from codeagent_app.todo_cli import todo_app
     from migration.cli import migrate_app
 
+    app.add_typer(todo_app, name="todo")
+    app.command("status")(status)
     app.add_typer(flags_app, name="flags")
     app.add_typer(migrate_app, name="migrate")
 
 
 _register_subcommands()
 
-WorkspaceOpt = Annotated[
-    Path,
-    typer.Option("--workspace", "-w", help="The git workspace the agent works in.", file_okay=False),
-]
 LLMUrlOpt = Annotated[
     str | None,
     typer.Option("--llm-url", help="Base URL of an OpenAI-compatible API (e.g. http://host:port/v1)."),
@@ -224,28 +221,6 @@ def bench(
     raise typer.Exit(code)
 
 
-@todo_app.command("add")
-def todo_add(
-    text: Annotated[str, typer.Argument(help="What to do, in words.")],
-    workspace: WorkspaceOpt = Path("."),
-    file: Annotated[
-        list[str] | None, typer.Option("--file", "-f", help="A file the todo concerns (repeatable).")
-    ] = None,
-) -> None:
-    """Add a todo to a workspace's todo list."""
-    from codeagent.errors import AgentError
-    from codeagent.paths import check_relative_path
-    from legacy.todos import TodoStore
-
-    try:
-        files = [check_relative_path(f) for f in file or []]
-        todo = TodoStore(workspace.resolve()).add(text, files)
-    except (AgentError, ValueError) as exc:
-        _fail(str(exc))
-    else:
-        typer.echo(todo.id)
-
-
 @app.command("llm-stub")
 def llm_stub(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -282,8 +257,10 @@ def llm_stub(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="codeagent")
+    """Console-script entry point (a bad command line is one line on stderr and exit 2)."""
+    from codeagent_app.cli_errors import run as run_cli
+
+    run_cli(app, "codeagent")
 
 
 if __name__ == "__main__":  # pragma: no cover

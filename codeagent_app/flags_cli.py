@@ -25,7 +25,10 @@ from feature_flags.health import read_health
 
 flags_app = typer.Typer(no_args_is_help=True, help="Show and change the feature flags (the flag file).")
 
-WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace whose flag file to use.")]
+WorkspaceOpt = Annotated[
+    Path,
+    typer.Option("--workspace", "-w", help="Workspace whose flag file to use.", exists=True, file_okay=False),
+]
 FlagsOpt = Annotated[
     Path | None, typer.Option("--flags", help="The flag file (default: WORKSPACE/.agent/flags.toml).")
 ]

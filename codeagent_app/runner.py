@@ -19,6 +19,7 @@ from their checkpoints.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -193,18 +194,38 @@ def _record_fallback(root: Path, flags: Path | None, exc: BaseException) -> None
 
 
 @contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    stop = threading.Event()
+def _stop_on_signals(on_stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``on_stop`` from a helper thread on SIGINT or SIGTERM while the block runs.
+
+    The loop then sleeps its whole poll interval instead of waking to look at a
+    stop flag. The handler only writes a byte to a pipe: it runs on the main
+    thread, possibly inside the very ``Event.wait`` that ``on_stop`` sets, whose
+    lock it would deadlock on. The helper blocks on the pipe without a timeout.
+    """
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(write_fd, False)
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        try:
+            os.write(write_fd, b"\0")
+        except BlockingIOError:  # the pipe is full of earlier signals: the stop is on its way
+            pass
 
+    def relay() -> None:
+        while os.read(read_fd, 64):  # b"" once the write end is closed: the block is over
+            on_stop()
+
+    helper = threading.Thread(target=relay, name="stop-on-signals", daemon=True)
+    helper.start()
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield stop
+        yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        os.close(write_fd)
+        helper.join()
+        os.close(read_fd)
 
 
 def _drive_legacy(request: LoopRequest, root: Path) -> int:
@@ -232,11 +253,12 @@ def _drive_legacy(request: LoopRequest, root: Path) -> int:
                         token=config.api.token,
                         on_todo_added=lambda _todo: agent.wake(),
                         extra_routes=flags_routes(flags_path(root, request.flags)),
+                        root=root,
                     )
                     api.start()
                     print(f"codeagent: API listening on {api.url}", file=sys.stderr, flush=True)
-                with _stop_on_signals() as stop:
-                    return agent.run(until_idle=request.until_idle and api is None, stop=stop)
+                with _stop_on_signals(agent.request_stop):
+                    return agent.run(until_idle=request.until_idle and api is None)
             finally:
                 if api is not None:
                     api.stop()

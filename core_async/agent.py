@@ -35,7 +35,7 @@ from typing import Literal
 from codeagent.config import AgentConfig
 from codeagent.context import current_todo
 from codeagent.edits import apply_blocks, parse_edit_blocks
-from codeagent.errors import AgentError, EditError
+from codeagent.errors import AgentError, EditError, TodoCancelled
 from codeagent.models import AgentState, Checkpoint, Stage, Todo, TodoState, TodoStatus, pending_todos, utcnow
 from codeagent.paths import check_relative_path
 from codeagent.prompts import build_messages, commit_message
@@ -161,6 +161,8 @@ class AsyncAgent:
     async def process(self, todo: Todo) -> TodoState:
         """Work on one todo from wherever it stands; return its final state (``done`` or ``failed``).
 
+        A todo an operator cancelled is not started: its ``cancelled`` state is returned.
+
         Errors of this todo (LLM, edit blocks, workspace jail, git, its
         checkpoint file) are recorded on it and not raised. Errors writing the
         status file itself are raised. Cancellation records ``interrupted``.
@@ -176,11 +178,18 @@ class AsyncAgent:
     async def _process(self, todo: Todo) -> TodoState:
         await self._ensure_repo()
         previous = (await self.status.load()).todos.get(todo.id)
+        if previous is not None and previous.status is TodoStatus.CANCELLED:
+            log.info("todo %s: cancelled; not started", todo.id)
+            return previous
         attempts = (previous.attempts if previous else 0) + 1
         started = utcnow()
-        await self.status.set_todo(
-            todo.id, TodoState(status=TodoStatus.RUNNING, attempts=attempts, started_at=started)
-        )
+        try:
+            await self.status.set_todo(
+                todo.id, TodoState(status=TodoStatus.RUNNING, attempts=attempts, started_at=started)
+            )
+        except TodoCancelled:  # cancelled since the line above: the store refused to start it
+            log.info("todo %s: cancelled; not started", todo.id)
+            return TodoState(status=TodoStatus.CANCELLED, attempts=attempts - 1)
         await self._set_agent("working", todo.id)
         log.info("todo %s: started (attempt %d): %s", todo.id, attempts, todo.text)
         try:

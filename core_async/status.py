@@ -13,15 +13,30 @@ when their turn comes and return. With ten todos in flight per workspace that
 is one read-modify-write (and two fsyncs) for several updates instead of one
 each; a lone caller pays exactly what it paid before. A failed write is raised
 to every caller whose change it carried.
+
+The operator's ``retry`` and ``cancel`` (:meth:`AsyncStatusJsonStore.operate`)
+go through the same queue and lock, and starting a cancelled todo is refused
+under the lock (:meth:`AsyncStatusJsonStore.set_todo`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from codeagent.models import AgentState, StatusFile, TodoState, dump_json
-from codeagent.paths import STATUS_LOCK_RELPATH, STATUS_RELPATH
+from codeagent.errors import TodoCancelled
+from codeagent.models import (
+    AgentState,
+    OperatorAction,
+    StatusFile,
+    TodoChange,
+    TodoState,
+    apply_operation,
+    dump_json,
+    refuses_start,
+    requeue_notice,
+)
+from codeagent.paths import REQUEUE_RELPATH, STATUS_LOCK_RELPATH, STATUS_RELPATH
 from core_async._compat import ALock, ato_thread, ato_thread_settled
 from core_async.fsops import atomic_write_text, file_lock, read_model
 
@@ -89,12 +104,24 @@ class AsyncStatusJsonStore:
         return await ato_thread(self._read)
 
     async def set_todo(self, todo_id: str, state: TodoState) -> None:
-        """Record the state of one todo."""
+        """Record the state of one todo.
+
+        Starting a todo an operator cancelled (``running`` over ``cancelled``)
+        is refused under the lock: nothing is recorded for it (the other
+        changes of its batch are) and :class:`codeagent.errors.TodoCancelled`
+        is raised to this caller only.
+        """
+        refused: list[bool] = []
 
         def change(doc: StatusFile) -> None:
+            if refuses_start(doc.todos.get(todo_id), state):
+                refused.append(True)
+                return
             doc.todos[todo_id] = state
 
         await self._commit(change)
+        if refused:
+            raise TodoCancelled(todo_id)
 
     async def set_agent(self, agent: AgentState) -> None:
         """Record what the loop is doing."""
@@ -103,3 +130,27 @@ class AsyncStatusJsonStore:
             doc.agent = agent
 
         await self._commit(change)
+
+    async def operate(
+        self, action: OperatorAction, todo_ids: Sequence[str], *, source: str, loop_running: bool
+    ) -> list[TodoChange]:
+        """An operator's ``retry`` or ``cancel`` of ``todo_ids``, written like any other update.
+
+        Returns what happened to each todo (see :func:`codeagent.models.apply_operation`;
+        the caller checks the ids exist). After a retry that was not refused
+        everywhere, ``.agent/requeue.json`` is rewritten: a running kernel
+        watches it and looks at the workspace's todos again.
+        """
+        changes: list[TodoChange] = []
+
+        def change(doc: StatusFile) -> None:
+            changes.extend(
+                apply_operation(doc, action, list(todo_ids), source=source, loop_running=loop_running)
+            )
+
+        await self._commit(change)
+        requeued = [c.todo_id for c in changes if c.refused is None]
+        if action == "retry" and requeued:
+            notice = requeue_notice(requeued, source)
+            await ato_thread(atomic_write_text, self.root / REQUEUE_RELPATH, notice, fsync=False)
+        return changes

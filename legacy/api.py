@@ -5,14 +5,22 @@ GET     /health               200 ``{"status": "ok", "loop": "legacy"}``
 GET     /todos                200 ``{"todos": [todo view, ...]}``
 POST    /todos                201 todo view; body ``{"text": str, "files": [str]}``
 GET     /todos/{id}           200 todo view, or 404
+POST    /todos/{id}/retry     200 todo view: failed, interrupted or cancelled -> pending
+POST    /todos/{id}/cancel    200 todo view: pending, failed or interrupted -> cancelled
 GET     /status               200 the ``.agent/status.json`` document
 GET     /checkpoints/{id}     200 the checkpoint of a todo, or 404
 ======  ====================  ==========================================
 
 Errors are ``{"error": {"code": ..., "message": ...}}`` with codes
 ``invalid_request`` (400), ``unauthorized`` (401), ``not_found`` (404),
-``method_not_allowed`` (405) and ``internal`` (500). With a token configured,
-every endpoint except ``/health`` needs ``Authorization: Bearer <token>``.
+``method_not_allowed`` (405), ``conflict`` (409: a retry or cancel the todo's
+status does not allow, e.g. cancelling a running todo; the message says why)
+and ``internal`` (500). With a token configured, every endpoint except
+``/health`` needs ``Authorization: Bearer <token>``.
+
+Retry and cancel take an empty body (or ``{}``), hold the status file's lock
+like the loop does, and are recorded in the status file's ``operations``; a
+retry also calls ``on_todo_added`` (the runner's wakes the loop).
 """
 
 from __future__ import annotations
@@ -23,13 +31,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 from urllib.parse import unquote
 
 from pydantic import ValidationError
 
-from codeagent.errors import AgentError, WorkspaceViolation
-from codeagent.models import Todo, todo_view
+from codeagent.errors import AgentError, WorkspaceViolation, validation_line
+from codeagent.models import OperatorAction, Todo, todo_view
 from codeagent.protocols import ExtraRoute, SyncCheckpointStore, SyncStatusStore, SyncTodoStore
 
 log = logging.getLogger("codeagent.legacy.api")
@@ -39,6 +48,8 @@ _ROUTES: dict[str, tuple[str, ...]] = {
     "/health": ("GET",),
     "/todos": ("GET", "POST"),
     "/todos/*": ("GET",),
+    "/todos/*/retry": ("POST",),
+    "/todos/*/cancel": ("POST",),
     "/status": ("GET",),
     "/checkpoints/*": ("GET",),
 }
@@ -60,9 +71,11 @@ def _route(path: str) -> tuple[str, str | None] | None:
         return path, None
     for prefix in ("/todos/", "/checkpoints/"):
         if path.startswith(prefix):
-            ident = path[len(prefix) :]
-            if ident and "/" not in ident:
+            ident, _, action = path[len(prefix) :].partition("/")
+            if ident and not action:
                 return prefix + "*", unquote(ident)
+            if ident and prefix == "/todos/" and action in ("retry", "cancel"):
+                return f"/todos/*/{action}", unquote(ident)
     return None
 
 
@@ -86,6 +99,20 @@ def _parse_new_todo(raw: bytes) -> tuple[str, list[str]]:
     return text, files
 
 
+def _parse_action_body(raw: bytes) -> None:
+    """Validate the body of ``POST /todos/{id}/retry|cancel``: empty or ``{}``; raise 400 otherwise."""
+    if not raw.strip():
+        return
+    try:
+        body: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_request", "body must be a JSON object")
+    if body:
+        raise APIError(400, "invalid_request", f"unknown field(s): {', '.join(sorted(body))}")
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -105,15 +132,19 @@ class LegacyAPIServer:
         on_todo_added: Callable[[Todo], None] | None = None,
         poll_interval: float = 0.5,
         extra_routes: Sequence[ExtraRoute] = (),
+        root: Path | None = None,
     ) -> None:
         """Bind at once (``port=0`` picks a free port); serve after :meth:`start`.
 
-        ``on_todo_added`` is called after each ``POST /todos`` (the CLI passes the
-        agent's ``wake``); ``poll_interval`` is how long :meth:`stop` may wait for
-        the serving thread to notice.
+        ``on_todo_added`` is called after each ``POST /todos`` and for each todo a
+        retry puts back in the queue (the CLI passes the agent's ``wake``);
+        ``poll_interval`` is how long :meth:`stop` may wait for the serving
+        thread to notice. ``root`` is the workspace retry and cancel act on
+        (default: the status store's ``root``, which every store and facade has).
         """
         self.todos = todos
         self.status = status
+        self.root = Path(root) if root is not None else cast(Path | None, getattr(status, "root", None))
         self.checkpoints = checkpoints
         self.token = token
         self.on_todo_added = on_todo_added
@@ -179,13 +210,13 @@ class LegacyAPIServer:
             except WorkspaceViolation as exc:
                 raise APIError(400, "invalid_request", f"files: {exc}") from exc
             except ValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(str(p) for p in first["loc"]) or "body"
-                raise APIError(400, "invalid_request", f"{field}: {first['msg']}") from exc
+                raise APIError(400, "invalid_request", validation_line(exc)) from exc
             if self.on_todo_added is not None:
                 self.on_todo_added(todo)
             return 201, todo_view(todo, None)
         assert ident is not None
+        if pattern in ("/todos/*/retry", "/todos/*/cancel"):
+            return self._operate("retry" if pattern.endswith("/retry") else "cancel", ident, body or b"")
         if pattern == "/todos/*":
             found = self.todos.get(ident)
             if found is None:
@@ -195,6 +226,23 @@ class LegacyAPIServer:
         if checkpoint is None:
             raise APIError(404, "not_found", f"no checkpoint for todo {ident!r}")
         return 200, checkpoint.model_dump(mode="json")
+
+    def _operate(self, action: OperatorAction, ident: str, body: bytes) -> tuple[int, Any]:
+        """Retry or cancel one todo under the status lock; 404 unknown, 409 refused, else its view."""
+        from legacy.status import StatusStore
+
+        _parse_action_body(body)
+        todo = self.todos.get(ident)
+        if todo is None:
+            raise APIError(404, "not_found", f"no todo {ident!r}")
+        if self.root is None:
+            raise APIError(500, "internal", "this server was started without its workspace's root")
+        change = StatusStore(self.root).operate(action, [ident], source="api", loop_running=True)[0]
+        if change.refused is not None:
+            raise APIError(409, "conflict", f"{ident}: cannot {action}: {change.refused}")
+        if action == "retry" and self.on_todo_added is not None:
+            self.on_todo_added(todo)
+        return 200, todo_view(todo, self.status.load().todos.get(ident))
 
     def _extra(self, method: str, path: str, auth: str | None, body: bytes | None) -> tuple[int, Any] | None:
         """Answer a request for one of the wiring's extra routes, or ``None`` if none matches."""

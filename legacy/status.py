@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from codeagent.models import AgentState, StatusFile, TodoState, dump_json
-from codeagent.paths import STATUS_LOCK_RELPATH, STATUS_RELPATH
+from codeagent.errors import TodoCancelled
+from codeagent.models import (
+    AgentState,
+    OperatorAction,
+    StatusFile,
+    TodoChange,
+    TodoState,
+    apply_operation,
+    dump_json,
+    refuses_start,
+    requeue_notice,
+)
+from codeagent.paths import REQUEUE_RELPATH, STATUS_LOCK_RELPATH, STATUS_RELPATH
 from legacy.jsonstate import atomic_write_text, file_lock, read_model
 
 
@@ -15,7 +26,9 @@ class StatusStore:
 
     Every update re-reads the file under an ``flock`` (``.agent/status.lock``),
     changes one entry and writes the whole document atomically, so readers (the
-    HTTP API, ``codeagent status``) always see a complete document.
+    HTTP API, ``codeagent status``) always see a complete document, and the
+    operator's ``todo retry`` / ``todo cancel`` never lose a loop's update (nor
+    the loop theirs).
     """
 
     def __init__(self, root: Path) -> None:
@@ -34,12 +47,24 @@ class StatusStore:
             atomic_write_text(self.path, dump_json(doc))
 
     def set_todo(self, todo_id: str, state: TodoState) -> None:
-        """Record the state of one todo."""
+        """Record the state of one todo.
+
+        Starting a todo an operator cancelled (``running`` over ``cancelled``)
+        is refused under the lock: nothing is recorded and
+        :class:`codeagent.errors.TodoCancelled` is raised.
+        """
+        refused = False
 
         def change(doc: StatusFile) -> None:
+            nonlocal refused
+            if refuses_start(doc.todos.get(todo_id), state):
+                refused = True
+                return
             doc.todos[todo_id] = state
 
         self._update(change)
+        if refused:
+            raise TodoCancelled(todo_id)
 
     def set_agent(self, agent: AgentState) -> None:
         """Record what the loop is doing."""
@@ -48,3 +73,26 @@ class StatusStore:
             doc.agent = agent
 
         self._update(change)
+
+    def operate(
+        self, action: OperatorAction, todo_ids: Sequence[str], *, source: str, loop_running: bool
+    ) -> list[TodoChange]:
+        """An operator's ``retry`` or ``cancel`` of ``todo_ids``, in one locked read-modify-write.
+
+        Returns what happened to each todo (see :func:`codeagent.models.apply_operation`;
+        the caller checks the ids exist). After a retry that was not refused
+        everywhere, ``.agent/requeue.json`` is rewritten, which wakes a running
+        async kernel (the legacy loop sees the todo at its next poll).
+        """
+        changes: list[TodoChange] = []
+
+        def change(doc: StatusFile) -> None:
+            changes.extend(
+                apply_operation(doc, action, list(todo_ids), source=source, loop_running=loop_running)
+            )
+
+        self._update(change)
+        requeued = [c.todo_id for c in changes if c.refused is None]
+        if action == "retry" and requeued:
+            atomic_write_text(self.root / REQUEUE_RELPATH, requeue_notice(requeued, source), fsync=False)
+        return changes

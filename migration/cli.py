@@ -21,7 +21,8 @@ migrate_app = typer.Typer(
 )
 
 WorkspaceOpt = Annotated[
-    Path, typer.Option("--workspace", "-w", help="The workspace to migrate.", file_okay=False)
+    Path,
+    typer.Option("--workspace", "-w", help="The workspace to migrate.", file_okay=False, exists=True),
 ]
 
 

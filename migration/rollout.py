@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.mismatches import read_mismatches
 from feature_flags import (
     ComponentChange,
     FlagSet,
@@ -26,6 +25,7 @@ from feature_flags import (
     update_flags,
 )
 from feature_flags.health import read_health
+from feature_flags.mismatches import read_mismatches
 from migration import layout
 
 ORDER: tuple[str, ...] = ("config", "todos", "status", "checkpoints", "files", "git", "llm")

@@ -8,8 +8,10 @@ happened (the health window behind automatic rollback, the mismatch log).
 Shadow compares like with like: the two paths must start from the same state,
 or a concurrent writer makes correct code look wrong.
 
-* A read without a plan (workspace files, git lookups, config) runs both paths
-  on the live workspace: nothing else changes what they read meanwhile.
+* A read without a plan (workspace files, a todo's checkpoint, git lookups,
+  config) runs both paths on the live workspace at once and returns when both
+  are done: nothing else changes what they read meanwhile (a todo's files and
+  checkpoint are its own), and the caller's next write cannot overtake them.
 * A read with a plan (the todo list, the status document, which every running
   todo rewrites) runs both paths on one snapshot of the state files, and
   serves the served path's answer from it.
@@ -21,9 +23,10 @@ or a concurrent writer makes correct code look wrong.
   a scratch copy.
 
 From the async face, legacy code runs on the bridge's own threads (it blocks),
-the new path is awaited, and a candidate runs beside the served call and is
-judged in the background, so shadow adds no waiting to the call. The sync face
-(generated from this file) does the same steps in line.
+the new path is awaited, and a candidate runs beside the served call. Except
+for reads of live state, the candidate is judged in the background, so shadow
+adds no waiting to a write. The sync face (generated from this file) does the
+same steps in line.
 """
 
 from __future__ import annotations
@@ -98,21 +101,14 @@ class AsyncDispatcher:
             ledger.record_new(component, failed=False)
             return value
         counters.shadow += 1
-        shadow = _Shadow(self, component, operation, decision, normalize)
+        shadow = _Shadow(self, component, operation, decision, normalize, legacy, new, legacy_at, new_at)
         if plan is None:
-            return await shadow.live(lambda: self.blocking.run(legacy), new)  # type: ignore[no-any-return]
-        assert legacy_at is not None and new_at is not None, (
-            f"{component}.{operation}: a plan needs both runners"
-        )
+            return await shadow.live()  # type: ignore[no-any-return]
         if not write:
-            return await shadow.snapshot_read(plan, legacy_at, new_at)  # type: ignore[no-any-return]
+            return await shadow.snapshot_read(plan)  # type: ignore[no-any-return]
         if plan.same_base:
-            return await shadow.same_base_write(  # type: ignore[no-any-return]
-                plan, lambda: self.blocking.run(legacy), new, legacy_at, new_at
-            )
-        return await shadow.live_write(  # type: ignore[no-any-return]
-            plan, lambda: self.blocking.run(legacy), new, legacy_at, new_at
-        )
+            return await shadow.same_base_write(plan)  # type: ignore[no-any-return]
+        return await shadow.live_write(plan)  # type: ignore[no-any-return]
 
     async def drain(self) -> None:
         """Wait for every shadow judgement still running (at shutdown, and in tests)."""
@@ -133,6 +129,10 @@ class _Shadow:
         operation: str,
         decision: Decision,
         normalize: Callable[[Any], Any],
+        legacy: Callable[[], Any],
+        new: Callable[[], AResult[Any]],
+        legacy_at: Callable[[Path], Any] | None,
+        new_at: Callable[[Path], AResult[Any]] | None,
     ) -> None:
         self.d = dispatcher
         self.component = component
@@ -140,8 +140,34 @@ class _Shadow:
         self.serve = decision.serve
         self.serve_new = decision.serve == "new"
         self.normalize = normalize
+        self.legacy = legacy
+        self.new = new
+        self.legacy_at = legacy_at
+        self.new_at = new_at
 
-    def _judge(self, legacy: Outcome, new: Outcome, normalize: Callable[[Any], Any] | None = None) -> None:
+    async def _legacy_live(self) -> Any:
+        return await self.d.blocking.run(self.legacy)
+
+    async def _new_live(self) -> Any:
+        return await self.new()
+
+    async def _legacy_on(self, where: Path) -> Any:
+        run_at = self.legacy_at
+        assert run_at is not None, f"{self.component}.{self.operation}: a plan needs a legacy runner"
+        return await self.d.blocking.run(lambda: run_at(where))
+
+    async def _new_on(self, where: Path) -> Any:
+        assert self.new_at is not None, f"{self.component}.{self.operation}: a plan needs a new runner"
+        return await self.new_at(where)
+
+    def _served_first(
+        self, legacy: Callable[[], AResult[Any]], new: Callable[[], AResult[Any]]
+    ) -> tuple[Callable[[], AResult[Any]], Callable[[], AResult[Any]]]:
+        """``(served, candidate)`` of the two paths."""
+        return (new, legacy) if self.serve_new else (legacy, new)
+
+    def _judge(self, served: Outcome, other: Outcome, normalize: Callable[[Any], Any] | None = None) -> None:
+        legacy, new = (other, served) if self.serve_new else (served, other)
         self.d.ledger.compare(
             self.component, self.operation, self.serve, legacy, new, normalize or self.normalize
         )
@@ -157,67 +183,60 @@ class _Shadow:
                 if other is None:
                     self.d.ledger.candidate_timed_out(self.component, self.serve_new)
                     return
-                legacy, new = (other, served) if self.serve_new else (served, other)
-                self._judge(legacy, new)
+                self._judge(served, other)
             finally:
                 if cleanup is not None:
                     await self.d.blocking.run(lambda: _discard(cleanup))
 
         self.d.background.start(judge)
 
-    async def live(self, legacy: Callable[[], AResult[Any]], new: Callable[[], AResult[Any]]) -> Any:
-        """A read of live state: both paths, the candidate beside the served one."""
-        served_fn, candidate_fn = (new, legacy) if self.serve_new else (legacy, new)
+    async def live(self) -> Any:
+        """A read of live state: both paths at once, and the call returns when both are done.
+
+        Waiting for the candidate (within the shadow timeout) keeps the
+        caller's next step, often a write of what was just read, from
+        overtaking a candidate still reading.
+        """
+        served_fn, candidate_fn = self._served_first(self._legacy_live, self._new_live)
         candidate = aspawn(self.d.timed(candidate_fn))
         served = await self.d.timed(served_fn)
-        self._judge_later(served, candidate)
+        other = await candidate.result_within(self.d.shadow_timeout)
+        if other is None:
+            self.d.ledger.candidate_timed_out(self.component, self.serve_new)
+        else:
+            self._judge(served, other)
         return served.unwrap()
 
-    async def snapshot_read(
-        self, plan: ShadowPlan, legacy_at: Callable[[Path], Any], new_at: Callable[[Path], AResult[Any]]
-    ) -> Any:
+    async def snapshot_read(self, plan: ShadowPlan) -> Any:
         """A read of state others keep rewriting: both paths on one snapshot; the served answer from it."""
         base = await self.d.blocking.run(plan.snapshot)
-
-        async def legacy() -> Any:
-            return await self.d.blocking.run(lambda: legacy_at(base))
-
-        async def new() -> Any:
-            return await new_at(base)
-
-        served_fn, candidate_fn = (new, legacy) if self.serve_new else (legacy, new)
+        served_fn, candidate_fn = self._served_first(
+            lambda: self._legacy_on(base), lambda: self._new_on(base)
+        )
         candidate = aspawn(self.d.timed(candidate_fn))
         served = await self.d.timed(served_fn)
         self._judge_later(served, candidate, cleanup=base)
         return served.unwrap()
 
-    async def same_base_write(
-        self,
-        plan: ShadowPlan,
-        legacy: Callable[[], AResult[Any]],
-        new: Callable[[], AResult[Any]],
-        legacy_at: Callable[[Path], Any],
-        new_at: Callable[[Path], AResult[Any]],
-    ) -> Any:
+    async def same_base_write(self, plan: ShadowPlan) -> Any:
         """A write: served on the live workspace; both implementations compared on copies of one snapshot."""
         base = await self.d.blocking.run(plan.snapshot)
-        served = await self.d.timed(new if self.serve_new else legacy)
+        served = await self.d.timed(self._served_first(self._legacy_live, self._new_live)[0])
 
         async def on_copies() -> tuple[Outcome, Outcome]:
             try:
                 other = await self.d.blocking.run(lambda: plan.copy(base))
                 try:
-                    on_legacy = await self.d.timed(lambda: self.d.blocking.run(lambda: legacy_at(base)))
-                    on_new = await self.d.timed(lambda: new_at(other))
+                    on_legacy = await self.d.timed(lambda: self._legacy_on(base))
+                    on_new = await self.d.timed(lambda: self._new_on(other))
                     legacy_digest = await self.d.blocking.run(lambda: plan.digest(base))
                     new_digest = await self.d.blocking.run(lambda: plan.digest(other))
                 finally:
                     await self.d.blocking.run(lambda: _discard(other))
             finally:
                 await self.d.blocking.run(lambda: _discard(base))
-            return _with_digest(on_legacy, legacy_digest, self.normalize), _with_digest(
-                on_new, new_digest, self.normalize
-            )
+            legacy = _with_digest(on_legacy, legacy_digest, self.normalize)
+            return legacy, _with_digest(on_new, new_digest, self.normalize)
 
         pair = aspawn(on_copies())
 
@@ -226,35 +245,23 @@ class _Shadow:
             if outcomes is None:
                 self.d.ledger.candidate_timed_out(self.component, self.serve_new)
                 return
-            self._judge(outcomes[0], outcomes[1], identity)
+            self.d.ledger.compare(self.component, self.operation, self.serve, *outcomes)
 
         self.d.background.start(judge)
         return served.unwrap()
 
-    async def live_write(
-        self,
-        plan: ShadowPlan,
-        legacy: Callable[[], AResult[Any]],
-        new: Callable[[], AResult[Any]],
-        legacy_at: Callable[[Path], Any],
-        new_at: Callable[[Path], AResult[Any]],
-    ) -> Any:
+    async def live_write(self, plan: ShadowPlan) -> Any:
         """A write whose live state cannot move meanwhile: served live, candidate on a scratch copy."""
         scratch = await self.d.blocking.run(plan.snapshot)
-
-        async def legacy_on_scratch() -> Any:
-            return await self.d.blocking.run(lambda: legacy_at(scratch))
-
-        async def new_on_scratch() -> Any:
-            return await new_at(scratch)
+        candidate_at = self._served_first(lambda: self._legacy_on(scratch), lambda: self._new_on(scratch))[1]
 
         async def candidate_run() -> Outcome:
-            outcome = await self.d.timed(new_on_scratch if not self.serve_new else legacy_on_scratch)
+            outcome = await self.d.timed(candidate_at)
             digest = await self.d.blocking.run(lambda: plan.digest(scratch))
             return Outcome(value=digest, error=outcome.error, ms=outcome.ms)
 
         candidate = aspawn(candidate_run())
-        served = await self.d.timed(new if self.serve_new else legacy)
+        served = await self.d.timed(self._served_first(self._legacy_live, self._new_live)[0])
         live_digest = await self.d.blocking.run(lambda: plan.digest(plan.root))
         self._judge_later(
             Outcome(value=live_digest, error=served.error, ms=served.ms), candidate, cleanup=scratch

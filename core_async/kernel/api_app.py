@@ -9,13 +9,20 @@ GET     /v1/health                   200 ``{"status": "ok", "loop": "async"}`` (
 GET     /v1/todos                    200 ``{"todos": [todo view, ...]}``
 POST    /v1/todos                    201 todo view; body ``{"text": str, "files": [str]}``
 GET     /v1/todos/{id}               200 todo view, or 404
+POST    /v1/todos/{id}/retry         200 todo view: failed, interrupted or cancelled -> pending (409 if not)
+POST    /v1/todos/{id}/cancel        200 todo view: pending, failed or interrupted -> cancelled (409 if not)
 GET     /v1/status                   200 the ``.agent/status.json`` document
 GET     /v1/checkpoints/{id}         200 the checkpoint of a todo, or 404
 GET     /v1/metrics                  200 Prometheus text exposition
 WS      /v1/events                   the event stream (``?after=N`` resumes)
 GET     /v1/workspaces               200 ``{"workspaces": [{"name", "path"}]}``
-*       /v1/workspaces/{name}/...    todos, todos/{id}, status, checkpoints/{id} of one workspace
+*       /v1/workspaces/{name}/...    todos, todos/{id}, todos/{id}/retry|cancel, status, checkpoints/{id}
 ======  ===========================  ==========================================
+
+A retry or cancel that changed a todo publishes ``todo.retried`` or
+``todo.cancelled`` on the event bus (``workspace``, ``todo_id``,
+``previous``, ``source``); a retry also rewrites ``.agent/requeue.json``,
+which wakes the kernel.
 
 Every path is also served without the ``/v1`` prefix (the legacy paths); the
 unprefixed and ``/v1`` todo paths address the first workspace. Errors are
@@ -32,6 +39,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -41,14 +49,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from codeagent.errors import AgentError, WorkspaceViolation
-from codeagent.models import Todo, todo_view
+from codeagent.errors import AgentError, WorkspaceViolation, validation_line
+from codeagent.models import OperatorAction, Todo, todo_view
 from codeagent.protocols import AsyncCheckpointStore, AsyncStatusStore, AsyncTodoStore, ExtraRoute
 from core_async._compat import ato_thread
 from core_async.kernel.api_events import events_endpoint
 from core_async.kernel.api_middleware import RequestContextMiddleware
 from core_async.kernel.events import EventBus
 from core_async.kernel.metrics import MetricsCollector
+from core_async.status import AsyncStatusJsonStore
 
 log = logging.getLogger("codeagent.kernel.api")
 
@@ -59,13 +68,17 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 #: Allowed methods per route, as the legacy server lists them in ``Allow``.
 _ALLOW = {"todos": ("GET", "POST")}
+#: The operator's actions on one todo: ``POST .../todos/{id}/<action>``.
+_ACTIONS: tuple[OperatorAction, ...] = ("retry", "cancel")
 
 
 class ApiWorkspace(Protocol):
-    """What the API needs of a workspace: its name, its stores, and a way to add a todo."""
+    """What the API needs of a workspace: its name, directory, stores, and a way to add a todo."""
 
     label: str
 
+    @property
+    def root(self) -> Path: ...
     @property
     def todos(self) -> AsyncTodoStore: ...
     @property
@@ -84,6 +97,13 @@ class StoreWorkspace:
     status: AsyncStatusStore
     checkpoints: AsyncCheckpointStore
     path: str = ""
+
+    @property
+    def root(self) -> Path:
+        """The workspace directory (``path``)."""
+        if not self.path:
+            raise AgentError(f"workspace {self.label!r} was given no path")
+        return Path(self.path)
 
     async def add_todo(self, text: str, files: Sequence[str] = ()) -> Todo:
         """Append a todo to the store."""
@@ -124,6 +144,20 @@ def parse_new_todo(raw: bytes) -> tuple[str, list[str]]:
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         raise APIError(400, "invalid_request", "files: must be a list of strings")
     return text, files
+
+
+def parse_action_body(raw: bytes) -> None:
+    """Validate the body of ``POST /todos/{id}/retry|cancel``: empty or ``{}`` (legacy messages)."""
+    if not raw.strip():
+        return
+    try:
+        body: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_request", "body must be a JSON object")
+    if body:
+        raise APIError(400, "invalid_request", f"unknown field(s): {', '.join(sorted(body))}")
 
 
 class ApiHandlers:
@@ -208,10 +242,37 @@ class ApiHandlers:
         except WorkspaceViolation as exc:
             raise APIError(400, "invalid_request", f"files: {exc}") from exc
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "body"
-            raise APIError(400, "invalid_request", f"{field}: {first['msg']}") from exc
+            raise APIError(400, "invalid_request", validation_line(exc)) from exc
         return JSONResponse(todo_view(todo, None), status_code=201)
+
+    async def retry_todo(self, request: Request) -> Response:
+        """Put a failed, interrupted or cancelled todo back in the queue (409 when its status forbids)."""
+        return await self._operate(request, "retry")
+
+    async def cancel_todo(self, request: Request) -> Response:
+        """Take a pending, failed or interrupted todo out of the queue (409 when its status forbids)."""
+        return await self._operate(request, "cancel")
+
+    async def _operate(self, request: Request, action: OperatorAction) -> Response:
+        ws = self._check(request)
+        parse_action_body(await self._body(request))
+        ident = request.path_params["todo_id"]
+        found = await ws.todos.get(ident)
+        if found is None:
+            raise APIError(404, "not_found", f"no todo {ident!r}")
+        store = AsyncStatusJsonStore(ws.root)
+        change = (await store.operate(action, [ident], source="api", loop_running=True))[0]
+        if change.refused is not None:
+            raise APIError(409, "conflict", f"{ident}: cannot {action}: {change.refused}")
+        if change.changed:
+            self.events.publish(
+                "todo.retried" if action == "retry" else "todo.cancelled",
+                workspace=ws.label,
+                todo_id=ident,
+                previous=change.before.value,
+                source="api",
+            )
+        return JSONResponse(todo_view(found, (await ws.status.load()).todos.get(ident)))
 
     async def get_todo(self, request: Request) -> Response:
         """One todo with its state, or 404."""
@@ -260,7 +321,9 @@ class ApiHandlers:
         assert isinstance(exc, HTTPException)
         path = request.url.path.rstrip("/") or "/"
         if exc.status_code == 405:
-            allow = _ALLOW.get(path.rsplit("/", 1)[-1], ("GET",))
+            parts = path.split("/")
+            on_todo = len(parts) >= 4 and parts[-3] == "todos" and parts[-1] in _ACTIONS
+            allow = ("POST",) if on_todo else _ALLOW.get(parts[-1], ("GET",))
             return error_response(
                 405,
                 "method_not_allowed",
@@ -302,6 +365,8 @@ class ApiHandlers:
                 Route(f"{prefix}/todos", g(self.list_todos), methods=["GET"]),
                 Route(f"{prefix}/todos", g(self.add_todo), methods=["POST"]),
                 Route(f"{prefix}/todos/{{todo_id}}", g(self.get_todo), methods=["GET"]),
+                Route(f"{prefix}/todos/{{todo_id}}/retry", g(self.retry_todo), methods=["POST"]),
+                Route(f"{prefix}/todos/{{todo_id}}/cancel", g(self.cancel_todo), methods=["POST"]),
                 Route(f"{prefix}/status", g(self.status), methods=["GET"]),
                 Route(f"{prefix}/checkpoints/{{todo_id}}", g(self.checkpoint), methods=["GET"]),
                 Route(f"{prefix}/metrics", g(self.metrics_text), methods=["GET"]),
@@ -320,6 +385,8 @@ class ApiHandlers:
             Route(f"{scoped}/todos", g(self.list_todos), methods=["GET"]),
             Route(f"{scoped}/todos", g(self.add_todo), methods=["POST"]),
             Route(f"{scoped}/todos/{{todo_id}}", g(self.get_todo), methods=["GET"]),
+            Route(f"{scoped}/todos/{{todo_id}}/retry", g(self.retry_todo), methods=["POST"]),
+            Route(f"{scoped}/todos/{{todo_id}}/cancel", g(self.cancel_todo), methods=["POST"]),
             Route(f"{scoped}/status", g(self.status), methods=["GET"]),
             Route(f"{scoped}/checkpoints/{{todo_id}}", g(self.checkpoint), methods=["GET"]),
         ]

@@ -178,9 +178,16 @@ class MeteredStatus:
     concurrent updates as one write.
     """
 
-    def __init__(self, inner: AsyncStatusStore, metrics: MetricsCollector) -> None:
+    def __init__(
+        self,
+        inner: AsyncStatusStore,
+        metrics: MetricsCollector,
+        on_running: Callable[[str], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.metrics = metrics
+        #: Told when a todo's ``running`` state is written: the todo has really started.
+        self.on_running = on_running
         self._holding = False
         self._held: dict[str, TodoState] = {}
 
@@ -196,6 +203,8 @@ class MeteredStatus:
             return
         with self.metrics.timed("status", "set_todo"):
             await finish_step(self.inner.set_todo(todo_id, state))
+        if state.status is TodoStatus.RUNNING and self.on_running is not None:
+            self.on_running(todo_id)
 
     async def set_agent(self, agent: AgentState) -> None:
         """Record what the loop is doing."""

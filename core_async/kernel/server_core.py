@@ -8,8 +8,9 @@
 * :meth:`AsyncServerCore.run_main_loop` schedules every unfinished todo on the
   :class:`TaskOrchestrator` and then sleeps until something happens: a todo
   added through the API, a change to a workspace's ``.agent/todos.json`` or
-  ``.agent/config.json`` seen by the directory watcher, a todo finishing, or a
-  stop request. It never polls.
+  ``.agent/config.json`` seen by the directory watcher, a ``todo retry``
+  (which rewrites ``.agent/requeue.json``), a todo finishing, or a stop
+  request. It never polls.
 * :meth:`AsyncServerCore.handle_shutdown` is the graceful stop: no new todos;
   running ones get the grace period to finish; those still running are
   cancelled at their next safe point and recorded ``interrupted`` (their
@@ -26,15 +27,15 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Self
 
 import httpx
 
 from codeagent.errors import AgentError, ConfigError, WorkspaceViolation
-from codeagent.models import Todo, TodoState
-from codeagent.paths import check_relative_path
+from codeagent.models import Todo, TodoState, TodoStatus
+from codeagent.paths import REQUEUE_RELPATH, check_relative_path
 from codeagent.protocols import ExtraRoute
 from core_async._compat import ato_thread
 from core_async.kernel.components import ComponentProvider
@@ -252,8 +253,14 @@ class AsyncServerCore:
         async def config_changed() -> None:
             await runtime.config_manager.reload()
 
+        async def requeued() -> None:  # `todo retry` put todos back: run them, even ones that raised
+            prefix = f"{runtime.label}/"
+            self._failed_keys = {key for key in self._failed_keys if not key.startswith(prefix)}
+            self._mark_dirty(runtime)
+
         self._watcher.add(directory, "todos.json", todos_changed)
         self._watcher.add(directory, "config.json", config_changed)
+        self._watcher.add(directory, PurePosixPath(REQUEUE_RELPATH).name, requeued)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -486,5 +493,6 @@ class _TodoJob:
             raise
         finally:
             self.core._wake.set()
-        self.core.processed += 1
+        if state.status is not TodoStatus.CANCELLED:
+            self.core.processed += 1
         return state

@@ -93,11 +93,12 @@ class WorkspaceRuntime:
         self.config_manager.add_listener(self._on_config_change)
         todos, status, checkpoints = self.components.stores(self.root)
         self.todos = MeteredTodos(todos, metrics)
-        self.status = MeteredStatus(status, metrics)
+        self.status = MeteredStatus(status, metrics, self._on_running)
         self.checkpoints = MeteredCheckpoints(checkpoints, metrics, self._on_stage)
         self.processed = 0
         self.on_todo_added: Callable[[WorkspaceRuntime, Todo], None] | None = None
         self._generation: _Generation | None = None
+        self._starting: dict[str, str] = {}  # todo id -> text, until its running state is written
         self._retired: set[_Generation] = set()
 
     # ----------------------------------------------------------------- lifecycle
@@ -194,12 +195,20 @@ class WorkspaceRuntime:
             seconds=round(seconds, 6),
         )
 
+    def _on_running(self, todo_id: str) -> None:
+        text = self._starting.pop(todo_id, None)
+        if text is not None:
+            self.events.publish("todo.started", workspace=self.label, todo_id=todo_id, text=text)
+
     async def process(self, todo: Todo) -> TodoState:
         """Run the per-todo flow on ``todo`` under its correlation id; publish its events.
 
-        Returns the final state (``done`` or ``failed``). Cancellation (a
-        shutdown past its grace period) leaves the todo ``interrupted`` with
-        its checkpoint, and propagates.
+        Returns the final state (``done`` or ``failed``; ``cancelled``, untouched,
+        for a todo an operator cancelled before it could start: then nothing is
+        published, the cancel was). ``todo.started`` is published once the
+        todo's ``running`` state is written. Cancellation (a shutdown past its
+        grace period) leaves the todo ``interrupted`` with its checkpoint, and
+        propagates.
         """
         generation = self._generation
         if generation is None:
@@ -209,7 +218,7 @@ class WorkspaceRuntime:
         self.checkpoints.begin(todo.id)
         try:
             with correlation(f"{self.label}/{todo.id}", todo_id=todo.id, workspace=self.label):
-                self.events.publish("todo.started", workspace=self.label, todo_id=todo.id, text=todo.text)
+                self._starting[todo.id] = todo.text
                 try:
                     state = await generation.agent.process(todo)
                 except asyncio.CancelledError:
@@ -226,9 +235,12 @@ class WorkspaceRuntime:
                     )
                     raise
         finally:
+            self._starting.pop(todo.id, None)
             self.checkpoints.end(todo.id)
             generation.users -= 1
             await self._close_if_unused(generation)
+        if state.status is TodoStatus.CANCELLED:
+            return state
         self.processed += 1
         self.metrics.todo_step("total", time.perf_counter() - started)
         self.metrics.todo_finished(self.label, state.status.value)

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from bridge.mismatches import read_mismatches
 from bridge.runtime import BridgeRuntime
 from bridge.wiring import recording_transport
 from codeagent_app.sample import create_sample_workspace
 from core_async.llm_transport import AsyncEndpointPool
 from feature_flags import COMPONENTS, ComponentChange, Mode, read_entries, read_flags, update_flags
+from feature_flags.mismatches import read_mismatches
 from llm_stub import StubServer
 from tests.agents import legacy_agent as build_agent
 from tests.agents import routed_async_agent as build_routed_async_agent

@@ -69,3 +69,14 @@ def test_validate_and_show_report_a_broken_file(tmp_path: Path) -> None:
     good.write_text('version = 1\nloop = "async"\n')
     ok = _cli("flags", "validate", str(good), cwd=tmp_path)
     assert ok.returncode == 0 and "ok (loop async" in ok.stdout
+
+
+def test_a_missing_workspace_is_refused_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    for verb in (["set", "llm=new"], ["show"], ["rollback", "llm"]):
+        done = _cli("flags", *verb, "-w", str(missing), cwd=tmp_path)
+        assert done.returncode == 2, (verb, done.stdout, done.stderr)
+        assert (
+            done.stderr.count("\n") == 1 and "--workspace" in done.stderr and "does not exist" in done.stderr
+        )
+    assert not missing.exists()

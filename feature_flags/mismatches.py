@@ -1,4 +1,7 @@
-"""Shadow-run records: what both paths returned when they disagreed (JSON lines).
+"""Shadow-run records: what both paths returned when they disagreed, as JSON lines.
+
+The bridge writes them; the flags CLI, the migration's rollout gates and the
+dashboard read them, which is why the format lives here with the flags.
 
 Recording never blocks the caller: entries go onto a queue and a daemon
 thread appends them to ``.agent/shadow-mismatches.jsonl``. Values larger than
