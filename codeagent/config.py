@@ -21,6 +21,7 @@ __all__ = [
     "AgentConfig",
     "GitConfig",
     "LLMConfig",
+    "LimitsConfig",
     "parse_config",
     "render_config",
 ]
@@ -56,12 +57,32 @@ class GitConfig(_Model):
     author_email: str = "codeagent@localhost"
 
 
+class LimitsConfig(_Model):
+    """How much the async loop does at once (each unset key keeps the loop's default).
+
+    Read by the async loop only (the legacy loop does one thing at a time);
+    ``per_workspace`` applies to every workspace of the process, the others to
+    the whole process. Hot-reloaded: a larger limit takes effect at once, a
+    smaller one as running work finishes.
+    """
+
+    max_concurrency: int | None = Field(default=None, ge=1)
+    per_workspace: int | None = Field(default=None, ge=1)
+    llm_slots: int | None = Field(default=None, ge=1)
+    file_slots: int | None = Field(default=None, ge=1)
+
+    def given(self) -> dict[str, int]:
+        """The keys the file sets."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class AgentConfig(_Model):
     """The whole configuration document."""
 
     llm: LLMConfig = Field(default_factory=LLMConfig)
     api: APIConfig = Field(default_factory=APIConfig)
     git: GitConfig = Field(default_factory=GitConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     poll_interval: float = Field(default=1.0, gt=0)
     max_file_bytes: int = Field(default=1_000_000, gt=0)
 

@@ -77,6 +77,15 @@ PerWorkspaceOpt = Annotated[
 ]
 LLMSlotsOpt = Annotated[int | None, _limit("--llm-slots", "LLM requests in flight at once")]
 FileSlotsOpt = Annotated[int | None, _limit("--file-slots", "File operations holding handles at once")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Worker processes of the async loop, each driving whole workspaces"
+        " (default: the usable CPUs, at most one per workspace; 1: one process).",
+    ),
+]
 
 
 def _limits(**given: int | None) -> dict[str, int]:
@@ -106,6 +115,7 @@ def run(
     per_workspace: PerWorkspaceOpt = None,
     llm_slots: LLMSlotsOpt = None,
     file_slots: FileSlotsOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Run the agent loop on a workspace (or several, with --loop async)."""
     from codeagent_app.runner import LoopRequest
@@ -119,6 +129,7 @@ def run(
             flags=flags,
             use_uvloop=not no_uvloop,
             until_idle=until_idle,
+            workers=workers,
             limits=_limits(
                 max_concurrency=max_concurrency,
                 per_workspace=per_workspace,
@@ -146,6 +157,7 @@ def serve(
     per_workspace: PerWorkspaceOpt = None,
     llm_slots: LLMSlotsOpt = None,
     file_slots: FileSlotsOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Run the agent loop with its HTTP API (several workspaces with --loop async)."""
     from codeagent_app.runner import LoopRequest
@@ -160,6 +172,7 @@ def serve(
             use_uvloop=not no_uvloop,
             api=(host, port),
             grace_seconds=grace,
+            workers=workers,
             limits=_limits(
                 max_concurrency=max_concurrency,
                 per_workspace=per_workspace,

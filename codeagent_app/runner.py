@@ -56,6 +56,8 @@ class LoopRequest:
     #: ``(host, port)`` to serve the HTTP API on; ``None`` runs without it.
     api: tuple[str, int] | None = None
     grace_seconds: float = 10.0
+    #: Worker processes of the async loop (``None``: the usable CPUs; never more than the workspaces).
+    workers: int | None = None
     #: Overrides of the async kernel's limits (``max_concurrency``, ``per_workspace``, ``llm_slots``, ``file_slots``).
     limits: dict[str, int] = field(default_factory=dict)
 
@@ -86,6 +88,16 @@ def drive(request: LoopRequest) -> int:
     """Run the chosen loop on the workspaces until it stops; return how many todos it processed."""
     roots = [resolve_workspace(w) for w in request.workspaces or [Path(".")]]
     chosen, fallback = choose_loop(roots[0], request.loop, request.flags)
+    if chosen == "async":
+        from codeagent_app.workers import drive_workers, usable_cpus
+
+        workers = min(request.workers or usable_cpus(), len(roots))
+        if workers > 1:
+            return drive_workers(request, roots, workers)
+    elif request.workers not in (None, 1):
+        raise ConfigError(
+            "--workers", "the legacy loop drives one workspace in one process; use --loop async"
+        )
     with ExitStack() as stack:
         for root in roots:
             stack.enter_context(hold_workspace(root, chosen))
@@ -142,7 +154,7 @@ def serve_workspace(
 # -- the async core ---------------------------------------------------------------------------------
 
 
-def _components(flags: Path | None) -> Callable[[Path], ComponentProvider]:
+def routed_components(flags: Path | None) -> Callable[[Path], ComponentProvider]:
     """Each workspace's components for the async kernel: the bridge's facades, routed by its flags."""
     from bridge.runtime import BridgeRuntime
     from bridge.wiring import RoutedComponents
@@ -153,13 +165,12 @@ def _components(flags: Path | None) -> Callable[[Path], ComponentProvider]:
 def _drive_async(request: LoopRequest, roots: list[Path]) -> int:
     from bridge.wiring import recording_transport
     from core_async.kernel.entry import run_async, serve_async
-    from core_async.kernel.limits import ResourceLimits
     from core_async.kernel.server_core import KernelOptions
 
     options = KernelOptions(
-        limits=ResourceLimits(**request.limits),
+        limit_overrides=request.limits,
         grace_seconds=request.grace_seconds,
-        components=_components(request.flags),
+        components=routed_components(request.flags),
         fallback_llm=aembedded_stub,
         wrap_llm_transport=recording_transport,
     )

@@ -171,10 +171,12 @@ class ApiHandlers:
         metrics: MetricsCollector,
         events: EventBus,
         extra_routes: Sequence[ExtraRoute] = (),
+        limits: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         if not workspaces:
             raise ValueError("the API needs at least one workspace")
         self.extra_routes = list(extra_routes)
+        self.limits_view = limits
         self.workspaces = {ws.label: ws for ws in workspaces}
         self.default = workspaces[0]
         self.token = token
@@ -302,6 +304,13 @@ class ApiHandlers:
         self._check(request)
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
+    async def limits(self, request: Request) -> Response:
+        """The limits in force and what is in use (404 when nothing behind the API schedules work)."""
+        self._check(request)
+        if self.limits_view is None:
+            raise APIError(404, "not_found", "this server runs no loop: no limits")
+        return JSONResponse(self.limits_view())
+
     async def list_workspaces(self, request: Request) -> Response:
         """The served workspaces, the first being the default one."""
         self._check(request)
@@ -382,6 +391,7 @@ class ApiHandlers:
         scoped = "/v1/workspaces/{workspace}"
         out += [
             Route("/v1/workspaces", g(self.list_workspaces), methods=["GET"]),
+            Route("/v1/limits", g(self.limits), methods=["GET"]),
             Route(f"{scoped}/todos", g(self.list_todos), methods=["GET"]),
             Route(f"{scoped}/todos", g(self.add_todo), methods=["POST"]),
             Route(f"{scoped}/todos/{{todo_id}}", g(self.get_todo), methods=["GET"]),
@@ -421,6 +431,7 @@ def create_api_app(
     events: EventBus,
     token: Callable[[], str | None] | str | None = None,
     extra_routes: Sequence[ExtraRoute] = (),
+    limits: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
     """The ASGI app serving ``workspaces`` (the first is the default for unscoped paths).
 
@@ -434,7 +445,7 @@ def create_api_app(
         fixed = token
         token_fn = lambda: fixed  # noqa: E731
     handlers = ApiHandlers(
-        workspaces, token=token_fn, metrics=metrics, events=events, extra_routes=extra_routes
+        workspaces, token=token_fn, metrics=metrics, events=events, extra_routes=extra_routes, limits=limits
     )
     app = Starlette(
         routes=handlers.routes(),

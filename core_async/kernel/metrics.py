@@ -5,6 +5,13 @@ process-global one), so several kernels, or tests, never share counters. The
 exposition (:meth:`MetricsCollector.render`) is the Prometheus text format
 served at ``GET /metrics``.
 
+Several worker processes behind one port (``--workers N``) use
+prometheus_client's multiprocess mode: with ``PROMETHEUS_MULTIPROC_DIR`` set
+before ``prometheus_client`` is imported, every process writes its values to
+files there, and :meth:`MetricsCollector.render` of the process that serves
+the API aggregates them (counters and histograms summed; gauges summed over
+live processes).
+
 Families:
 
 * ``codeagent_component_operations_total{component, operation, outcome}``
@@ -21,12 +28,30 @@ Families:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+#: Where every process of a worker set writes its metrics (prometheus_client reads it at import).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory of this process, or ``None`` when it runs alone."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def forget_process(pid: int) -> None:
+    """Drop a dead worker's live gauges from the aggregate (its counters stay counted)."""
+    directory = multiprocess_dir()
+    if directory is not None:
+        mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
 
 #: Buckets from 1 ms to 2 min: a state write sits at the low end, an LLM call at the high one.
 LATENCY_BUCKETS = (
@@ -80,10 +105,25 @@ class MetricsCollector:
         self.todos = Counter(
             "codeagent_todos", "Todos finished by outcome.", ["workspace", "outcome"], registry=reg
         )
-        self.in_flight = Gauge("codeagent_todos_in_flight", "Todos being worked on.", registry=reg)
-        self.queued = Gauge("codeagent_todos_queued", "Todos waiting for a slot.", registry=reg)
+        self.in_flight = Gauge(
+            "codeagent_todos_in_flight", "Todos being worked on.", registry=reg, multiprocess_mode="livesum"
+        )
+        self.queued = Gauge(
+            "codeagent_todos_queued", "Todos waiting for a slot.", registry=reg, multiprocess_mode="livesum"
+        )
         self.resources = Gauge(
-            "codeagent_resource_in_use", "Slots in use per limited resource.", ["resource"], registry=reg
+            "codeagent_resource_in_use",
+            "Slots in use per limited resource.",
+            ["resource"],
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.limits = Gauge(
+            "codeagent_resource_limit",
+            "Slots available per limited resource: the ceiling of one worker process.",
+            ["resource"],
+            registry=reg,
+            multiprocess_mode="livemax",
         )
         self.http_requests = Counter(
             "codeagent_http_requests",
@@ -100,7 +140,11 @@ class MetricsCollector:
         )
         self.events = Counter("codeagent_events_published", "Events published on the bus.", registry=reg)
         self.event_loop = Gauge(
-            "codeagent_event_loop", "The event loop the kernel runs on (value 1).", ["loop"], registry=reg
+            "codeagent_event_loop",
+            "Kernels running on each event loop (1 per process: uvloop or asyncio).",
+            ["loop"],
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self.config_reloads = Counter(
             "codeagent_config_reloads", "Configuration reloads by outcome.", ["outcome"], registry=reg
@@ -144,5 +188,10 @@ class MetricsCollector:
         self.http_latency.labels(route).observe(seconds)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric (of every worker process, in multiprocess mode)."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        aggregate = CollectorRegistry()
+        MultiProcessCollector(aggregate, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(aggregate)

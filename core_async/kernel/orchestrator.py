@@ -270,6 +270,8 @@ class TaskOrchestrator:
             self.metrics.resources.labels("todo_slots").set(len(self._running))
             self.metrics.resources.labels("llm_slots").set(self.resources.llm.in_use)
             self.metrics.resources.labels("file_slots").set(self.resources.files.in_use)
+            for name, value in self.limits.as_dict().items():
+                self.metrics.limits.labels(name).set(value)
 
     # ----------------------------------------------------------------- the dispatcher
 

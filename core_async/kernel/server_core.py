@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -33,14 +33,16 @@ from typing import Self
 
 import httpx
 
+from codeagent.config import CONFIG_RELPATH, AgentConfig
 from codeagent.errors import AgentError, ConfigError, WorkspaceViolation
 from codeagent.models import Todo, TodoState, TodoStatus
-from codeagent.paths import REQUEUE_RELPATH, check_relative_path
+from codeagent.paths import REQUEUE_RELPATH, STATE_DIR, check_relative_path
 from codeagent.protocols import ExtraRoute
 from core_async._compat import ato_thread
 from core_async.kernel.components import ComponentProvider
+from core_async.kernel.config_manager import ConfigurationManager
 from core_async.kernel.container import AsyncIoCContainer, CloseFailure, Token
-from core_async.kernel.events import EventBus
+from core_async.kernel.events import Event, EventBus
 from core_async.kernel.limits import ResourceLimits
 from core_async.kernel.metrics import MetricsCollector
 from core_async.kernel.orchestrator import TaskOrchestrator, TaskState
@@ -62,7 +64,13 @@ WORKSPACES: Token[list[WorkspaceRuntime]] = Token("workspaces")
 class KernelOptions:
     """Knobs of the kernel. ``port=None`` serves no API; ``token`` overrides the config's ``api.token``."""
 
+    #: The built-in limits; the first workspace's ``limits`` config and then ``limit_overrides`` go over them.
     limits: ResourceLimits = field(default_factory=ResourceLimits)
+    #: Limits given on the command line: they win over the configuration, also on reload.
+    limit_overrides: Mapping[str, int] = field(default_factory=dict)
+    #: The workspace whose ``limits`` config applies (default: the first one served). A worker of a
+    #: set takes the command line's first workspace, served or not, so every worker follows one file.
+    limits_from: Path | None = None
     grace_seconds: float = 10.0
     host: str = "127.0.0.1"
     port: int | None = None
@@ -75,6 +83,8 @@ class KernelOptions:
     extra_routes: Sequence[ExtraRoute] = ()
     #: Where workspaces without ``llm.base_url`` get an endpoint (``None``: they are refused).
     fallback_llm: EndpointProvider | None = None
+    #: Called with every event the kernel publishes, on the loop (a worker forwards them to its supervisor).
+    on_event: Callable[[Event], None] | None = None
     #: Wraps every transport of the shared LLM pool (the bridge records exchanges for shadow runs).
     wrap_llm_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None
 
@@ -208,6 +218,9 @@ class AsyncServerCore:
             for runtime in runtimes:
                 runtime.fallback_llm_url = stub_url
         self.runtimes = runtimes
+        limits_config = await self._limits_config(runtimes)
+        self._apply_limits(limits_config.config)
+        limits_config.add_listener(self._on_limits_config_change)
         self.container.register_instance(WORKSPACES, runtimes, close=self._close_runtimes)
         for runtime in runtimes:
             await runtime.start()
@@ -235,6 +248,37 @@ class AsyncServerCore:
             workspaces=[rt.label for rt in self.runtimes],
             api=self.api_url,
         )
+
+    async def _limits_config(self, runtimes: Sequence[WorkspaceRuntime]) -> ConfigurationManager:
+        """The configuration the limits follow: a served workspace's, or one watched for that alone."""
+        source = self.options.limits_from
+        if source is None:
+            return runtimes[0].config_manager
+        resolved = await ato_thread(Path(source).resolve)
+        for runtime in runtimes:
+            if runtime.root == resolved:
+                return runtime.config_manager
+        manager = ConfigurationManager(resolved, label="limits", events=self.events, metrics=self.metrics)
+        await manager.load_config()
+
+        async def changed() -> None:
+            await manager.reload()
+
+        self._watcher.add(resolved / STATE_DIR, PurePosixPath(CONFIG_RELPATH).name, changed)
+        return manager
+
+    def _apply_limits(self, config: AgentConfig) -> ResourceLimits:
+        """The limits in force: built-in, then the limits config, then the command line."""
+        limits = self.options.limits.with_values(config.limits.given(), self.options.limit_overrides)
+        if limits != self.orchestrator.limits:
+            log.info("limits: %s", ", ".join(f"{k}={v}" for k, v in limits.as_dict().items()))
+        self.orchestrator.manage_resources(limits)
+        return limits
+
+    def _on_limits_config_change(self, old: AgentConfig, new: AgentConfig) -> None:
+        if old.limits != new.limits:
+            limits = self._apply_limits(new)
+            self.events.publish("limits.changed", **limits.as_dict())
 
     def _token(self) -> str | None:
         return self.options.token or self.runtimes[0].config.api.token

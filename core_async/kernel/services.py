@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from codeagent.config import CONFIG_RELPATH
 from codeagent.errors import ConfigError
@@ -54,8 +54,12 @@ def register_services(container: AsyncIoCContainer, options: KernelOptions) -> N
     async def events(c: AsyncIoCContainer) -> EventBus:
         collector = await c.resolve(METRICS)
 
-        def count(_event: Event) -> None:
+        sink = options.on_event
+
+        def count(event: Event) -> None:
             collector.events.inc()
+            if sink is not None:
+                sink(event)
 
         return EventBus(capacity=options.event_capacity, on_publish=count)
 
@@ -122,6 +126,21 @@ class Services:
             pool=await container.resolve(LLM_POOL),
         )
 
+    def limits_view(self) -> dict[str, Any]:
+        """``GET /v1/limits``: the limits in force, and what is in use and waiting now."""
+        usage = self.orchestrator.manage_resources()
+        return {
+            "limits": usage.limits.as_dict(),
+            "in_use": {
+                "todos": usage.running,
+                "queued": usage.queued,
+                "llm_slots": usage.llm_in_use,
+                "llm_waiting": usage.llm_waiting,
+                "file_slots": usage.files_in_use,
+                "git_writers": usage.git_writers_busy,
+            },
+        }
+
     async def fallback_llm_url(self, container: AsyncIoCContainer) -> str:
         """The fallback endpoint's base URL, obtained on first use (raises :class:`ConfigError` without one)."""
         return await container.resolve(FALLBACK_LLM)
@@ -145,6 +164,7 @@ class Services:
                 events=self.events,
                 token=token,
                 extra_routes=extra_routes,
+                limits=self.limits_view,
             )
             server = ApiServer(app, host, port)
             await server.start()
