@@ -17,6 +17,16 @@ whose events have arrived goes on at once, and one waiting stream is woken to
 read next (not all of them, which would wake every stream on every read). The reader still runs httpcore's own code (read lock, GOAWAY and
 error handling, flow-control acknowledgements), so a request without the flag
 on the same connection behaves as before and never reads concurrently.
+
+Since the LLM client's default became HTTP/1.1 on aiohttp (cheaper per request
+at 1, 64 and 1,000 in flight, and the only transport measured that holds 1,000
+in flight), this fix is installed only when an endpoint is configured for
+HTTP/2 (``llm.transport = "http2"`` or ``"probe"``): the default path runs
+httpcore unpatched. It stays for that opt-in, because without it the same
+head-of-line wait comes back: at 64 in flight against a 50 ms stub, wall p50 /
+p99 94-99 / 200-250 ms unpatched against 71-73 / 114-116 ms patched, and at
+1,000 in flight a p99 of 30 s against 21 s
+(``python -m benchmarks.micro.test_llm_transports``).
 """
 
 from __future__ import annotations

@@ -1,32 +1,51 @@
-"""One pooled HTTP client per endpoint: HTTP/2 by default, a clean fallback to HTTP/1.1.
+"""One pooled HTTP client per endpoint and transport: HTTP/1.1 on aiohttp by default (async).
 
-Known figures on this stack (httpx 0.28 / httpcore 1.0, a 50 ms server):
-HTTP/1.1 with httpx's default pool fails 1,000 of 1,000 requests at 1,000
-concurrent with ``PoolTimeout``, while one HTTP/2 connection carries 1,000
-concurrent requests at ~1,000 req/s. So:
+Measured per-request client CPU against the stub in another process (uvloop;
+``python -m benchmarks.micro.test_llm_transports``; ms of CPU per request at
+1 / 64 / 1,000 in flight, two runs): HTTP/1.1 on aiohttp 0.92-1.01 / 0.31-0.33 /
+0.38-0.43, 0 errors at 1,000 in flight, all 1,000 held by the server; httpcore
+HTTP/2 with the read fix 1.53-1.57 / 0.60-0.62 / 0.79-1.01, but httpcore puts at
+most 100 streams on a connection and opens no second one while it is usable, so
+900 of 1,000 wait (p50 20 s against a 2 s server); httpcore HTTP/1.1 lanes
+1.18-1.30 / 0.50-0.51 / 0.74-0.81; plain httpx HTTP/1.1 0.99-1.11 / 5.45-6.72 /
+23 with 782 errors of 3,000 at 1,000 in flight (its pool hands one idle
+connection to every waiting request, all but one fail over and go round again).
+So:
 
-* every endpoint (scheme, host, port) gets ONE ``httpx.AsyncClient`` shared by
-  every caller of that endpoint (:class:`AsyncEndpointPool` owns them);
+* :data:`DEFAULT_TRANSPORT` is ``aiohttp`` for the async client and HTTP/1.1 on
+  httpcore (:class:`AsyncLaneTransport`) for the generated sync twin, which has
+  no aiohttp; each endpoint may choose another (``llm.transport`` in the
+  workspace's configuration, :class:`HTTPVersion`);
+* every endpoint (scheme, host, port) and transport gets ONE ``httpx.AsyncClient``
+  shared by every caller of that endpoint (:class:`AsyncEndpointPool` owns them);
 * the queue is the endpoint's *slots* (a semaphore callers hold for the
   duration of one request), never the connection pool: the pool timeout is
-  disabled, and over HTTP/1.1 the slots equal the number of *lanes*
-  (:class:`AsyncLaneTransport`: one single-connection pool each, a request
-  per lane), so no request ever waits, or fights for a connection, inside
-  httpcore; over HTTP/2 httpcore additionally honours the server's
-  ``max_concurrent_streams`` per connection;
+  disabled, and over HTTP/1.1 the slots equal the connections, so no request
+  ever waits, or fights for a connection, inside the transport; over HTTP/2
+  httpcore additionally honours the server's ``max_concurrent_streams``;
 * over HTTP/2 the streams of a connection share its reads
-  (``core_async/_httpcore_fixes.py``): an answer that has arrived is not held
-  back behind streams still waiting for theirs;
+  (``core_async/_httpcore_fixes.py``, installed when the first HTTP/2 endpoint
+  opens, never for the default): an answer that has arrived is not held back
+  behind streams still waiting for theirs. httpcore sends no ``RST_STREAM`` for
+  a stream its caller abandons, so a cancelled request (a hedge's loser, a
+  deadline) goes on at the server over HTTP/2; over HTTP/1.1 its connection is
+  closed and the server sees the client leave;
 * ``https://`` negotiates HTTP/2 by ALPN. For cleartext ``http://`` httpx
   speaks h2 only with prior knowledge (``http1=False``), which an HTTP/1.1-only
-  server rejects, so ``auto`` mode probes the origin once (``GET /``): any HTTP
-  answer over h2 keeps HTTP/2; a protocol-level failure switches the endpoint
-  to an HTTP/1.1 client. A connect failure decides nothing (it propagates, the
-  caller retries, and the next call probes again).
+  server rejects, so ``probe`` mode probes the origin once (``GET /``): any
+  HTTP answer over h2 keeps HTTP/2; a protocol-level failure switches the
+  endpoint to HTTP/1.1 on httpcore. A connect failure decides nothing (it
+  propagates, the caller retries, and the next call probes again).
+
+Each endpoint also carries the tail-latency state every client of it shares
+(:class:`EndpointTail`): the window of times to first byte, the hedge budget,
+the ``Retry-After`` gate and the counters.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,23 +59,38 @@ from core_async._compat import (
     LOOP_KIND,
     ALock,
     ASemaphore,
+    aiohttp_transport,
     ato_thread,
     install_transport_fixes,
 )
+from core_async.llm_wire import HedgeBudget, QuantileWindow
+from core_async.ratelimit import AsyncRetryGate
+
+log = logging.getLogger(__name__)
 
 
 class HTTPVersion(StrEnum):
-    """Which HTTP version an endpoint pool speaks."""
+    """Which transport (and so which HTTP version) an endpoint speaks."""
 
+    #: This implementation's default, :data:`DEFAULT_TRANSPORT`.
     AUTO = "auto"
-    HTTP2 = "http2"
+    #: HTTP/1.1 on aiohttp (async only: the sync twin uses ``http1`` instead).
+    AIOHTTP = "aiohttp"
+    #: HTTP/1.1 on httpcore, one single-connection pool per lane (:class:`AsyncLaneTransport`).
     HTTP1 = "http1"
+    #: HTTP/2 on httpcore: prior knowledge on ``http://``, ALPN on ``https://``.
+    HTTP2 = "http2"
+    #: HTTP/2 if the origin speaks it (one probe), else ``http1``.
+    PROBE = "probe"
 
 
-#: HTTP/2 pays off when many requests are in flight at once (the async client multiplexes
-#: them on one connection). A sync caller has one request in flight per thread, where h2
-#: framing only costs (about 2x per request against the stub here), so the generated twin,
-#: reading ``LOOP_KIND`` from its own compat module, defaults to HTTP/1.1 keep-alive.
+#: What ``auto`` means here. HTTP/1.1 on aiohttp costs the async client the least CPU per
+#: request at every load measured and holds 1,000 requests in flight (see the module's
+#: docstring). The generated twin, reading ``LOOP_KIND`` from its own compat module, has no
+#: aiohttp: one request per thread over HTTP/1.1 keep-alive on httpcore.
+DEFAULT_TRANSPORT = HTTPVersion.AIOHTTP if LOOP_KIND == "async" else HTTPVersion.HTTP1
+
+#: The client's default (kept as it was for the sync twin, whose tests read it).
 DEFAULT_HTTP_VERSION = HTTPVersion.AUTO if LOOP_KIND == "async" else HTTPVersion.HTTP1
 
 #: Failures that mean "this server does not speak h2 with prior knowledge".
@@ -69,9 +103,24 @@ class PoolLimits:
 
     http2_streams: int = 256
     http2_connections: int = 4
-    http1_connections: int = 64
+    #: Slots (and at most as many connections) of an HTTP/1.1 endpoint, aiohttp or httpcore.
+    http1_connections: int = 1024
     keepalive_expiry: float = 30.0
     connect_timeout: float = 10.0
+
+
+class NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing: an LLM endpoint's answers carry no state for us, and
+    httpx otherwise runs every response through the stdlib's cookie machinery (a tenth of the
+    client's CPU per request at one in flight)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        """Keep no cookie."""
+        del response, request
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        """Keep no cookie."""
+        del cookie
 
 
 class _LaneStream(httpx.AsyncByteStream):
@@ -158,15 +207,61 @@ class AsyncLaneTransport(httpx.AsyncBaseTransport):
 
 
 @dataclass(eq=False)
+class EndpointTail:
+    """What every client of one endpoint learns and spends together (see :class:`~core_async.llm_wire.TailPolicy`).
+
+    Counters: ``requests`` (one per call, however many attempts and hedges it
+    took), ``attempts`` (requests sent, hedges not included), ``hedges`` (copies
+    sent), ``hedge_wins`` (calls answered by the copy), ``cut_short`` (200s whose
+    body could not be decoded), ``idle_timeouts`` (answers that stalled).
+    """
+
+    ttfb: QuantileWindow = field(default_factory=QuantileWindow)
+    budget: HedgeBudget = field(default_factory=HedgeBudget)
+    gate: AsyncRetryGate = field(default_factory=AsyncRetryGate)
+    requests: int = 0
+    attempts: int = 0
+    hedges: int = 0
+    hedge_wins: int = 0
+    cut_short: int = 0
+    idle_timeouts: int = 0
+
+    def view(self) -> dict[str, Any]:
+        """The counters and the current time-to-first-byte quantiles (seconds), JSON-ready."""
+        return {
+            "requests": self.requests,
+            "attempts": self.attempts,
+            "hedges": self.hedges,
+            "hedge_wins": self.hedge_wins,
+            "hedge_share": self.hedges / self.requests if self.requests else 0.0,
+            "cut_short": self.cut_short,
+            "idle_timeouts": self.idle_timeouts,
+            "paced": self.gate.paced,
+            "ttfb_samples": len(self.ttfb),
+            "ttfb_p50_s": self.ttfb.quantile(0.5),
+            "ttfb_p95_s": self.ttfb.quantile(0.95),
+        }
+
+
+@dataclass(eq=False)
 class Endpoint:
-    """A pooled client for one origin, its slots and what it has done so far."""
+    """A pooled client for one origin and transport, its slots and what it has done so far."""
 
     origin: str
     http_version: str
     client: httpx.AsyncClient
     slots: ASemaphore
+    transport: str = "http1"
+    #: How many slots there are, and how many are taken now.
+    capacity: int = 1
+    in_flight: int = 0
     connections_opened: int = 0
     events: dict[str, int] = field(default_factory=dict)
+    tail: EndpointTail = field(default_factory=EndpointTail)
+
+    def connected(self) -> None:
+        """A new connection was opened (transports without httpcore's trace hook call this)."""
+        self.connections_opened += 1
 
     @property
     def extensions(self) -> dict[str, Any]:
@@ -191,11 +286,12 @@ def origin_of(base_url: str) -> tuple[str, str]:
 
 
 class AsyncEndpointPool:
-    """One pooled ``httpx.AsyncClient`` per endpoint, created on first use and shared by all callers.
+    """One pooled ``httpx.AsyncClient`` per endpoint and transport, created on first use and shared by all callers.
 
-    Use as an async context manager (or call :meth:`aclose`) so every
-    connection is closed. Whoever builds the components (the IoC container)
-    owns the pool and hands it to each LLM client.
+    ``http_version`` is the transport of endpoints whose caller names none
+    (``auto``: :data:`DEFAULT_TRANSPORT`). Use as an async context manager (or
+    call :meth:`aclose`) so every connection is closed. Whoever builds the
+    components (the IoC container) owns the pool and hands it to each LLM client.
     """
 
     def __init__(
@@ -209,17 +305,35 @@ class AsyncEndpointPool:
         self.limits = limits or PoolLimits()
         # The bridge wraps the transport to record exchanges (or replaces it to replay them).
         self.wrap_transport = wrap_transport
-        # Streams of one HTTP/2 connection read for each other (see core_async/_httpcore_fixes.py).
-        install_transport_fixes()
-        self._endpoints: dict[str, Endpoint] = {}
-        self._by_url: dict[str, Endpoint] = {}  # base URL -> endpoint: no URL parsing per request
+        self._endpoints: dict[tuple[str, HTTPVersion], Endpoint] = {}
+        # (base URL, asked transport) -> endpoint: no URL parsing per request
+        self._by_url: dict[tuple[str, HTTPVersion | None], Endpoint] = {}
         self._lock = ALock()
         self._closed = False
 
-    def _client(self, scheme: str, *, http2: bool) -> httpx.AsyncClient:
+    def resolve(self, http_version: HTTPVersion | str | None = None) -> HTTPVersion:
+        """The transport an endpoint asked to speak ``http_version`` gets (``None``: the pool's own)."""
+        version = self.http_version if http_version is None else HTTPVersion(http_version)
+        return DEFAULT_TRANSPORT if version is HTTPVersion.AUTO else version
+
+    def _client(
+        self, scheme: str, kind: HTTPVersion, on_connect: Callable[[], None]
+    ) -> tuple[httpx.AsyncClient, HTTPVersion]:
         limits = self.limits
-        transport: httpx.AsyncBaseTransport
-        if http2:
+        transport: httpx.AsyncBaseTransport | None = None
+        if kind is HTTPVersion.AIOHTTP:
+            transport = aiohttp_transport(
+                connections=limits.http1_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                on_connect=on_connect,
+            )
+            if transport is None:
+                if LOOP_KIND == "async":
+                    log.warning("aiohttp is not installed: HTTP/1.1 on httpcore instead")
+                kind = HTTPVersion.HTTP1
+        if kind is HTTPVersion.HTTP2:
+            # Streams of one HTTP/2 connection read for each other (see core_async/_httpcore_fixes.py).
+            install_transport_fixes()
             connections = limits.http2_connections
             transport = httpx.AsyncHTTPTransport(
                 http1=scheme == "https",
@@ -230,7 +344,7 @@ class AsyncEndpointPool:
                     keepalive_expiry=limits.keepalive_expiry,
                 ),
             )
-        else:
+        elif kind is HTTPVersion.HTTP1:
             tls = httpx.create_ssl_context()  # the slow part, once for every lane
             lane_limits = httpx.Limits(
                 max_connections=1, max_keepalive_connections=1, keepalive_expiry=limits.keepalive_expiry
@@ -240,16 +354,25 @@ class AsyncEndpointPool:
                 return httpx.AsyncHTTPTransport(verify=tls, http1=True, http2=False, limits=lane_limits)
 
             transport = AsyncLaneTransport(make_lane, limits.http1_connections)
+        assert transport is not None
         wrapped = self.wrap_transport(transport) if self.wrap_transport is not None else transport
-        return httpx.AsyncClient(
-            transport=wrapped, timeout=httpx.Timeout(None, connect=limits.connect_timeout, pool=None)
+        client = httpx.AsyncClient(
+            transport=wrapped,
+            timeout=httpx.Timeout(None, connect=limits.connect_timeout, pool=None),
+            cookies=NoCookies(),
         )
+        return client, kind
 
-    def _new_endpoint(self, scheme: str, origin: str, http2: bool) -> Endpoint:
-        """A fresh client for ``origin`` (blocking: httpx loads its TLS context here)."""
+    def _new_endpoint(self, scheme: str, origin: str, kind: HTTPVersion) -> Endpoint:
+        """A fresh client for ``origin`` speaking ``kind`` (blocking: TLS contexts are loaded here)."""
+        counter: list[Endpoint] = []
+        client, kind = self._client(scheme, kind, lambda: counter[0].connected())
+        http2 = kind is HTTPVersion.HTTP2
         slots = self.limits.http2_streams if http2 else self.limits.http1_connections
         version = "HTTP/2" if http2 else "HTTP/1.1"
-        return Endpoint(origin, version, self._client(scheme, http2=http2), ASemaphore(slots))
+        endpoint = Endpoint(origin, version, client, ASemaphore(slots), transport=kind.value, capacity=slots)
+        counter.append(endpoint)
+        return endpoint
 
     async def _probe_h2(self, endpoint: Endpoint) -> bool:
         """True when the origin answers HTTP/2 with prior knowledge; raises on connect failures."""
@@ -264,31 +387,34 @@ class AsyncEndpointPool:
         await response.aclose()
         return True
 
-    async def endpoint(self, base_url: str) -> Endpoint:
-        """The shared endpoint of ``base_url`` (probing its HTTP version on first use).
+    async def endpoint(self, base_url: str, http_version: HTTPVersion | str | None = None) -> Endpoint:
+        """The shared endpoint of ``base_url`` speaking ``http_version`` (``None``: the pool's default).
 
         Creating a client is a thread hop: httpx loads its TLS context in the
-        constructor, which takes tens of milliseconds. Raises
-        ``httpx.TransportError`` when the probe cannot connect; nothing is
+        constructor, which takes tens of milliseconds. In ``probe`` mode the
+        first call probes the origin's HTTP version; it raises
+        ``httpx.TransportError`` when the probe cannot connect, and nothing is
         cached then, so a later call probes again.
         """
-        found = self._by_url.get(base_url)
+        asked = None if http_version is None else HTTPVersion(http_version)
+        found = self._by_url.get((base_url, asked))
         if found is not None:
             return found
         scheme, origin = origin_of(base_url)
-        found = self._endpoints.get(origin)
+        kind = self.resolve(asked)
+        found = self._endpoints.get((origin, kind))
         if found is not None:
-            self._by_url[base_url] = found
+            self._by_url[(base_url, asked)] = found
             return found
         async with self._lock:
-            found = self._endpoints.get(origin)
+            found = self._endpoints.get((origin, kind))
             if found is not None:
                 return found
             if self._closed:
                 raise RuntimeError("the endpoint pool is closed")
-            http2 = self.http_version is not HTTPVersion.HTTP1
-            endpoint = await ato_thread(self._new_endpoint, scheme, origin, http2)
-            if http2 and scheme == "http" and self.http_version is HTTPVersion.AUTO:
+            first = HTTPVersion.HTTP2 if kind is HTTPVersion.PROBE else kind
+            endpoint = await ato_thread(self._new_endpoint, scheme, origin, first)
+            if kind is HTTPVersion.PROBE and scheme == "http":
                 try:
                     speaks_h2 = await self._probe_h2(endpoint)
                 except BaseException:
@@ -296,9 +422,9 @@ class AsyncEndpointPool:
                     raise
                 if not speaks_h2:
                     await endpoint.client.aclose()
-                    endpoint = await ato_thread(self._new_endpoint, scheme, origin, False)
-            self._endpoints[origin] = endpoint
-            self._by_url[base_url] = endpoint
+                    endpoint = await ato_thread(self._new_endpoint, scheme, origin, HTTPVersion.HTTP1)
+            self._endpoints[(origin, kind)] = endpoint
+            self._by_url[(base_url, asked)] = endpoint
             return endpoint
 
     def endpoints(self) -> list[Endpoint]:
@@ -306,11 +432,27 @@ class AsyncEndpointPool:
         return list(self._endpoints.values())
 
     async def aclose(self) -> None:
-        """Close every pooled client (and with it every connection)."""
+        """Close every pooled client (and with it every connection); log what each endpoint did."""
         async with self._lock:
             self._closed = True
             endpoints, self._endpoints, self._by_url = list(self._endpoints.values()), {}, {}
         for endpoint in endpoints:
+            tail = endpoint.tail
+            if tail.requests:
+                log.info(
+                    "LLM endpoint %s (%s): %d requests, %d attempts, %d hedges (%.1f%%, %d won),"
+                    " %d held by a burst of 429s, %d cut short, %d stalled",
+                    endpoint.origin,
+                    endpoint.transport,
+                    tail.requests,
+                    tail.attempts,
+                    tail.hedges,
+                    100.0 * tail.hedges / tail.requests,
+                    tail.hedge_wins,
+                    tail.gate.paced,
+                    tail.cut_short,
+                    tail.idle_timeouts,
+                )
             await endpoint.client.aclose()
 
     async def __aenter__(self) -> Self:

@@ -5,16 +5,27 @@ the async client and (generated) its sync twin: request bodies, answer
 parsing, error classification, ``Retry-After`` / ``retry-after-ms`` parsing and
 full-jitter backoff. The classification matches the legacy client: retry 5xx,
 429 (honouring the server's wait), connection failures and timeouts; fail at
-once on quota exhaustion (429 ``insufficient_quota``), on other 4xx answers and
-on a 200 whose body is not a chat completion.
+once on quota exhaustion (429 ``insufficient_quota``) and on other 4xx answers.
+
+A 200 whose body cannot be decoded (cut short in transit: not JSON, not UTF-8,
+an SSE chunk that is not JSON, a stream that ends without ``[DONE]``) is a
+transport fault, :class:`LLMCutShort`, retried like a reset; a well-formed JSON
+answer that lacks the completion is a protocol error,
+:class:`~codeagent.errors.LLMMalformedResponse`, and fails at once.
+
+The tail-latency bookkeeping of an endpoint lives here too, without I/O: the
+sliding window of times to first byte (:class:`QuantileWindow`), the hedge
+budget (:class:`HedgeBudget`) and the switches (:class:`TailPolicy`).
 """
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import json
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +40,15 @@ from codeagent.errors import (
 )
 
 Message = dict[str, str]
+
+
+class LLMCutShort(LLMMalformedResponse):
+    """A 200 whose body cannot be decoded: cut short in transit, so retried like a reset.
+
+    A subclass of :class:`LLMMalformedResponse`, so a caller that handled the
+    old "response body is not JSON" failure still does, once the retries are spent.
+    """
+
 
 QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded"})
 
@@ -75,7 +95,7 @@ def error_detail(response: httpx.Response) -> tuple[str, str | None]:
     """``(message, code)`` from an OpenAI-style error body, falling back to the raw text."""
     try:
         body: Any = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return (response.text.strip()[:200] or response.reason_phrase), None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
@@ -127,11 +147,15 @@ def classify_error_status(response: httpx.Response, policy: RetryPolicy) -> Retr
 
 
 def completion_content(response: httpx.Response) -> str:
-    """The assistant message of a chat completion, or :class:`LLMMalformedResponse`."""
+    """The assistant message of a chat completion.
+
+    Raises :class:`LLMCutShort` when the body cannot be decoded (retry it) and
+    :class:`LLMMalformedResponse` when it is JSON but not a completion (do not).
+    """
     try:
         body: Any = response.json()
-    except ValueError as exc:
-        raise LLMMalformedResponse(f"response body is not JSON: {response.text[:80]!r}") from exc
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested too deeply to decode
+        raise LLMCutShort(f"response body is not JSON: {response.text[:80]!r}") from exc
     try:
         content = body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError) as exc:
@@ -145,8 +169,8 @@ def sse_delta(line: str) -> str | None:
     """The content delta carried by one server-sent-events line of a streamed completion.
 
     Returns ``None`` for lines without content (comments, blank lines, role-only
-    deltas, ``[DONE]``); raises :class:`LLMMalformedResponse` for a data line
-    that is not a chunk.
+    deltas, ``[DONE]``); raises :class:`LLMCutShort` for a data line that is not
+    JSON and :class:`LLMMalformedResponse` for JSON that is not a chunk.
     """
     if not line.startswith("data:"):
         return None
@@ -155,11 +179,132 @@ def sse_delta(line: str) -> str | None:
         return None
     try:
         chunk: Any = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise LLMCutShort(f"stream chunk is not JSON: {data[:80]!r}") from exc
+    try:
         choice = chunk["choices"][0]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+    except (KeyError, IndexError, TypeError) as exc:
         raise LLMMalformedResponse(f"stream chunk is not a completion chunk: {data[:80]!r}") from exc
     if not isinstance(choice, dict):
         raise LLMMalformedResponse("stream chunk choice is not an object")
     delta = choice.get("delta") or {}
     content = delta.get("content") if isinstance(delta, dict) else None
     return content if isinstance(content, str) and content else None
+
+
+def sse_done(line: str) -> bool:
+    """Whether a server-sent-events line is the stream's last (``data: [DONE]``)."""
+    return line.startswith("data:") and line[5:].strip() == "[DONE]"
+
+
+@dataclass(frozen=True, slots=True)
+class TailPolicy:
+    """The async client's tail-latency switches (each one off turns that mechanism off).
+
+    * ``hedge``: when an attempt has no first byte after the endpoint's observed
+      ``hedge_quantile`` of time to first byte (once ``hedge_min_samples`` are
+      known), send one copy of it; the first to settle wins, the other is
+      cancelled. At most one hedge per request, and at most ``hedge_budget``
+      hedges per request over the endpoint's last ``hedge_window`` requests.
+    * ``stream_idle_timeout``: seconds an answer may go without a byte once it
+      has started (streamed or not); a stalled answer is retried then. ``None``: off.
+    * ``pace_retry_after``: during a burst of 429s (see
+      :class:`~core_async.ratelimit.AsyncRetryGate`) every request to the
+      endpoint waits for the latest ``Retry-After``, instead of each retrying
+      on its own schedule.
+    """
+
+    hedge: bool = True
+    hedge_quantile: float = 0.95
+    hedge_budget: float = 0.05
+    hedge_min_samples: int = 20
+    hedge_window: int = 1000
+    stream_idle_timeout: float | None = 10.0
+    pace_retry_after: bool = True
+
+    @classmethod
+    def off(cls) -> TailPolicy:
+        """No hedging, no idle timeout, no shared pacing (the legacy client's behaviour)."""
+        return cls(hedge=False, stream_idle_timeout=None, pace_retry_after=False)
+
+
+class QuantileWindow:
+    """The last ``size`` samples, kept sorted: exact quantiles of a sliding window.
+
+    ``add`` is two binary searches and two ``list`` moves of at most ``size``
+    pointers (a few microseconds at 512); ``quantile`` is an index.
+    """
+
+    __slots__ = ("_order", "_size", "_sorted")
+
+    def __init__(self, size: int = 512) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self._size = size
+        self._order: deque[float] = deque()
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def add(self, sample: float) -> None:
+        """Take one sample in, dropping the oldest once the window is full."""
+        if len(self._order) == self._size:
+            oldest = self._order.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+        self._order.append(sample)
+        bisect.insort(self._sorted, sample)
+
+    def quantile(self, q: float, min_samples: int = 1) -> float | None:
+        """The nearest-rank ``q`` quantile, or ``None`` with fewer than ``min_samples`` samples."""
+        n = len(self._sorted)
+        if n == 0 or n < min_samples:
+            return None
+        rank = min(n - 1, max(0, int(q * n + 0.999999999) - 1))
+        return self._sorted[rank]
+
+
+class HedgeBudget:
+    """At most ``ratio`` hedges per request over (about) the last ``window`` requests.
+
+    The window slides in ``buckets`` steps: counts live in a ring of buckets of
+    ``window / buckets`` requests each, and the oldest bucket is dropped as a
+    new one starts. A hedge is allowed when, counting it, the hedges in the
+    window stay within ``ratio`` times its requests.
+    """
+
+    __slots__ = ("_bucket_size", "_hedges", "_index", "_requests", "hedges", "ratio", "requests")
+
+    def __init__(self, ratio: float = 0.05, window: int = 1000, buckets: int = 10) -> None:
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"ratio must be between 0 and 1, got {ratio}")
+        if window < 1 or buckets < 1:
+            raise ValueError("window and buckets must be >= 1")
+        self.ratio = ratio
+        self._bucket_size = max(1, window // buckets)
+        self._requests = [0] * buckets
+        self._hedges = [0] * buckets
+        self._index = 0
+        #: In the window now.
+        self.requests = 0
+        self.hedges = 0
+
+    def request(self) -> None:
+        """Count one request (call once per request, not per attempt)."""
+        index = self._index
+        if self._requests[index] >= self._bucket_size:
+            index = self._index = (index + 1) % len(self._requests)
+            self.requests -= self._requests[index]
+            self.hedges -= self._hedges[index]
+            self._requests[index] = 0
+            self._hedges[index] = 0
+        self._requests[index] += 1
+        self.requests += 1
+
+    def try_spend(self, ratio: float | None = None) -> bool:
+        """Take one hedge from the budget if it has room (``ratio``: this caller's, else the budget's)."""
+        if self.hedges + 1 > (self.ratio if ratio is None else ratio) * self.requests:
+            return False
+        self._hedges[self._index] += 1
+        self.hedges += 1
+        return True

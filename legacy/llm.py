@@ -1,10 +1,12 @@
 """The legacy LLM client: ``httpx.Client`` (HTTP/1.1, keep-alive) against an OpenAI-compatible API.
 
 Retries are bounded (``max_retries`` after the first attempt) with exponential
-backoff and jitter, on 5xx, 429, connection errors and timeouts. A 429 with a
-``Retry-After`` (or ``retry-after-ms``) header waits that long (capped at ``max_retry_after``); a 429
-whose error code is ``insufficient_quota`` is fatal at once. Other 4xx answers
-and 200 answers that are not a chat completion are not retried.
+backoff and jitter, on 5xx, 429, connection errors, timeouts and 200 answers
+whose body is cut short (not decodable as JSON: a transport fault, like a
+reset). A 429 with a ``Retry-After`` (or ``retry-after-ms``) header waits that
+long (capped at ``max_retry_after``); a 429 whose error code is
+``insufficient_quota`` is fatal at once. Other 4xx answers and 200 answers that
+are JSON but not a chat completion are not retried.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _error_detail(response: httpx.Response) -> tuple[str, str | None]:
     """``(message, code)`` from an OpenAI-style error body, falling back to the raw text."""
     try:
         body: Any = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return (response.text.strip()[:200] or response.reason_phrase), None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
@@ -73,12 +75,23 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _CutShort(LLMMalformedResponse):
+    """A 200 whose body cannot be decoded: cut short in transit, so retried like a reset.
+
+    (A bug fix: it used to fail at once, and so fail its todo, on a transient fault.)
+    """
+
+
 def _content(response: httpx.Response) -> str:
-    """The assistant message of a chat completion, or :class:`LLMMalformedResponse`."""
+    """The assistant message of a chat completion.
+
+    Raises :class:`_CutShort` (retried) when the body is not JSON, and
+    :class:`LLMMalformedResponse` when it is JSON but not a completion.
+    """
     try:
         body: Any = response.json()
-    except ValueError as exc:
-        raise LLMMalformedResponse(f"response body is not JSON: {response.text[:80]!r}") from exc
+    except (ValueError, RecursionError) as exc:  # nested too deeply is as malformed as not JSON
+        raise _CutShort(f"response body is not JSON: {response.text[:80]!r}") from exc
     try:
         content = body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError) as exc:
@@ -128,8 +141,9 @@ class LLMClient:
         """Send one chat completion request; return the assistant's text.
 
         Raises :class:`LLMTimeout`, :class:`LLMConnectionError`, :class:`LLMRateLimited`,
-        :class:`LLMHTTPError` (after the retries are spent), :class:`LLMQuotaExceeded`
-        or :class:`LLMMalformedResponse` (at once).
+        :class:`LLMHTTPError` or :class:`LLMMalformedResponse` for a body cut short
+        (after the retries are spent), :class:`LLMQuotaExceeded` or
+        :class:`LLMMalformedResponse` for JSON that is no completion (at once).
         """
         payload = {"model": self.model, "messages": messages, "temperature": self.temperature}
         url = f"{self.base_url}/chat/completions"
@@ -144,19 +158,23 @@ class LLMClient:
                 last = LLMConnectionError(f"{url}: {type(exc).__name__}: {exc}")
             else:
                 if response.status_code == 200:
-                    return _content(response)
-                message, code = _error_detail(response)
-                if response.status_code == 429:
-                    if code in _QUOTA_CODES:
-                        raise LLMQuotaExceeded(429, message)
-                    last = LLMRateLimited(429, message)
-                    after = _retry_after(response)
-                    if after is not None:
-                        delay = min(after, self.max_retry_after)
-                elif response.status_code >= 500:
-                    last = LLMHTTPError(response.status_code, message)
+                    try:
+                        return _content(response)
+                    except _CutShort as exc:
+                        last = exc
                 else:
-                    raise LLMHTTPError(response.status_code, message)
+                    message, code = _error_detail(response)
+                    if response.status_code == 429:
+                        if code in _QUOTA_CODES:
+                            raise LLMQuotaExceeded(429, message)
+                        last = LLMRateLimited(429, message)
+                        after = _retry_after(response)
+                        if after is not None:
+                            delay = min(after, self.max_retry_after)
+                    elif response.status_code >= 500:
+                        last = LLMHTTPError(response.status_code, message)
+                    else:
+                        raise LLMHTTPError(response.status_code, message)
             if attempt == self.max_retries:
                 break
             if delay is None:

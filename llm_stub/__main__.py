@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from llm_stub.options import DEFAULT_FAULTS, StubOptions, parse_fault_list
+from llm_stub.options import DEFAULT_FAULTS, DRAW_MODES, StubOptions, parse_fault_list, parse_fault_rates
 from llm_stub.rules import RulesError
 from llm_stub.server import serve_forever
 
@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added before each completion")
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="uniform +/- jitter on the latency")
     parser.add_argument(
+        "--latency-p99-ms",
+        type=float,
+        default=None,
+        help="draw each latency from a lognormal: median --latency-ms, this 99th percentile",
+    )
+    parser.add_argument(
         "--fail-rate", type=float, default=0.0, help="probability of a fault per request (0..1)"
     )
     parser.add_argument(
@@ -30,7 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(DEFAULT_FAULTS),
         help="fault kinds to draw from: 500,429,quota,hang,reset,malformed (default %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fault and jitter draws")
+    parser.add_argument(
+        "--fault-rates",
+        default="",
+        metavar="KIND=P,...",
+        help="probability per fault kind, e.g. 429=0.03,hang=0.005 (before --fail-rate's draw)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault and latency draws")
+    parser.add_argument(
+        "--draws",
+        choices=DRAW_MODES,
+        default="sequence",
+        help="sequence: one seeded stream in arrival order; prompt: each request's draws seeded by"
+        " its messages and their count, whatever the arrival order (default %(default)s)",
+    )
     parser.add_argument("--rules", default=None, metavar="PATH", help="TOML rules file (default: bundled)")
     parser.add_argument(
         "--retry-after", type=float, default=1.0, help="seconds a 429 asks to wait (default 1)"
@@ -54,6 +73,9 @@ def options_from_args(args: argparse.Namespace) -> StubOptions:
         retry_after_s=args.retry_after,
         hang_s=args.hang_s,
         model=args.model,
+        latency_p99_ms=args.latency_p99_ms,
+        fault_rates=parse_fault_rates(args.fault_rates),
+        draws=args.draws,
     )
 
 

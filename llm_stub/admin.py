@@ -36,7 +36,7 @@ async def handle_admin(state: StubState, scope: Scope, receive: Receive, send: S
         return
     try:
         data: Any = json.loads(raw) if raw.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         await send_json(send, 400, bad_request(f"The request body is not valid JSON: {exc}"))
         return
     route = (method, path.rstrip("/"))
@@ -44,7 +44,9 @@ async def handle_admin(state: StubState, scope: Scope, receive: Receive, send: S
         if route == ("GET", "/_stub/stats"):
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             recent = int(query.get("recent", ["50"])[0])
-            await send_json(send, 200, state.stats.view(recent) | {"queued_faults": state.faults.queued})
+            by_todo = query.get("by_todo", ["0"])[0] not in ("", "0", "false")
+            view = state.stats.view(recent, by_todo=by_todo)
+            await send_json(send, 200, view | {"queued_faults": state.faults.queued})
         elif route == ("POST", "/_stub/faults"):
             kinds = data.get("next") if isinstance(data, dict) else None
             if not isinstance(kinds, list):

@@ -8,17 +8,22 @@ Routes:
   ``POST /_stub/reset``, ``GET|POST /_stub/options``
 
 Every error body has OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
-Faults (latency, 500, 429, quota, hang, reset, malformed) apply to chat completions only.
+Faults (latency, 500, 429, quota, hang, reset, malformed, cut, broken_edit) apply to chat
+completions only. ``cut`` starts the real answer (a 200, plain or streamed) and breaks the
+connection half-way through its body; ``broken_edit`` answers a well-formed 200 whose edit
+blocks are broken (the last block's ``>>>>>>> REPLACE`` marker is missing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
 from typing import Any
 
+from codeagent.prompts import parse_user_prompt
 from llm_stub import shapes
 from llm_stub.abort import abort_request, wait_disconnect
 from llm_stub.admin import handle_admin
@@ -33,11 +38,27 @@ from llm_stub.asgi import (
     send_bytes,
     send_json,
 )
+from llm_stub.options import ANSWER_FAULTS
 from llm_stub.shapes import bad_request
 from llm_stub.state import StubState
 from llm_stub.stats import RequestRecord
 
 log = logging.getLogger(__name__)
+
+
+def _prompt_key(messages: list[Any]) -> str:
+    """A digest of a request's messages: what ``draws = "prompt"`` keys its random draws by."""
+    canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def break_edit_blocks(text: str) -> str:
+    """``text`` with its last ``>>>>>>> REPLACE`` marker dropped (no block: a dangling SEARCH added)."""
+    marker = ">>>>>>> REPLACE"
+    at = text.rfind(marker)
+    if at < 0:
+        return text + "\nfile.txt\n<<<<<<< SEARCH\nold\n=======\nnew\n"
+    return text[:at] + text[at + len(marker) :].lstrip("\n")
 
 
 def _last_user_text(messages: list[Any]) -> str | None:
@@ -135,7 +156,7 @@ class StubApp:
         raw = await read_body(receive)
         try:
             payload = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             await self._reply(send, record, 400, bad_request(f"The request body is not valid JSON: {exc}"))
             return
         messages = payload.get("messages") if isinstance(payload, dict) else None
@@ -149,13 +170,17 @@ class StubApp:
             await self._reply(send, record, 400, body)
             return
         record.stream = bool(payload.get("stream"))
+        record.todo_id = parse_user_prompt(user_text)[0] or None
         state = self.state
         if state.stopping.is_set():
             await self._reply(send, record, 503, shapes.SHUTTING_DOWN)
             return
-        fault = state.faults.next_fault()
+        key = _prompt_key(messages) if state.options.draws == "prompt" else ""
+        fault, latency_s = state.faults.draw(key)
         record.fault = fault
-        outcome = await self._pause(state.faults.latency_s(), receive)
+        record.latency_ms = round(latency_s * 1000.0, 3)
+        state.stats.drew_latency(latency_s)
+        outcome = await self._pause(latency_s, receive)
         if outcome == "gone":
             raise ClientGone
         if fault == "hang":
@@ -165,21 +190,62 @@ class StubApp:
             if outcome == "stopping":
                 await self._reply(send, record, 503, shapes.SHUTTING_DOWN)
                 return
-        elif fault is not None:
+        elif fault is not None and fault not in ANSWER_FAULTS:
             await self._fault(scope, receive, send, record, fault)
             return
         answer = state.rules.answer(user_text)
         record.rule = answer.rule or "(none)"
+        text = break_edit_blocks(answer.text) if fault == "broken_edit" else answer.text
         model = str(payload.get("model") or state.options.model)
         completion_id = f"chatcmpl-stub-{record.seq}"
-        usage = shapes.usage(messages, answer.text)
+        usage = shapes.usage(messages, text)
         if record.stream:
             options = payload.get("stream_options")
             with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            chunks = shapes.stream_chunks(completion_id, model, answer.text, usage if with_usage else None)
-            await self._stream(send, record, [shapes.sse_event(c) for c in chunks])
+            chunks = shapes.stream_chunks(completion_id, model, text, usage if with_usage else None)
+            events = [shapes.sse_event(c) for c in chunks]
+            if fault == "cut":
+                await self._cut(scope, receive, send, record, events)
+                return
+            await self._stream(send, record, events)
             return
-        await self._reply(send, record, 200, shapes.completion(completion_id, model, answer.text, usage))
+        body = shapes.completion(completion_id, model, text, usage)
+        if fault == "cut":
+            await self._cut(scope, receive, send, record, [json.dumps(body).encode()])
+            return
+        await self._reply(send, record, 200, body)
+
+    async def _cut(
+        self, scope: Scope, receive: Receive, send: Send, record: RequestRecord, parts: list[bytes]
+    ) -> None:
+        """Start a 200 with the answer, send half of its body, then break the connection (or stream)."""
+        whole = b"".join(parts)
+        if len(parts) > 1:  # a stream: whole events up to the middle of the answer
+            half, sent = b"", 0
+            while sent < len(parts) // 2:
+                half += parts[sent]
+                sent += 1
+            headers = [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+            ]
+        else:
+            half = whole[: max(1, len(whole) // 2)]
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(whole)).encode())]
+        record.status = 200
+        headers.append((b"x-request-id", f"req_stub_{record.seq}".encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        await asyncio.sleep(0.02)  # let the half reach the socket: an abort drops what is still buffered
+        if await abort_request(send, scope.get("http_version", "1.1")):
+            try:
+                async with asyncio.timeout(2.0):
+                    await wait_disconnect(receive)
+            except TimeoutError:
+                log.debug("no http.disconnect within 2s after cutting request %d", record.seq)
+            return
+        log.warning("this server cannot break a response; ending it short instead")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream(self, send: Send, record: RequestRecord, events: list[bytes]) -> None:
         record.status = 200

@@ -40,7 +40,13 @@ def stub_command(options: StubOptions, host: str, port: int) -> list[str]:
         repr(float(options.hang_s)),
         "--model",
         options.model,
+        "--draws",
+        options.draws,
     ]
+    if options.latency_p99_ms is not None:
+        args += ["--latency-p99-ms", repr(float(options.latency_p99_ms))]
+    if options.fault_rates:
+        args += ["--fault-rates", ",".join(f"{k}={v!r}" for k, v in options.fault_rates.items())]
     if options.rules_path is not None:
         args += ["--rules", options.rules_path]
     return args

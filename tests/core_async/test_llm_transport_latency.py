@@ -11,6 +11,7 @@ import httpx
 
 from core_async import _httpcore_fixes as httpcore_fixes
 from core_async.llm_transport import AsyncEndpointPool, AsyncLaneTransport, HTTPVersion, PoolLimits
+from core_async.llm_wire import TailPolicy
 from tests.core_async.test_llm_client import client
 from tests.parity._support import chat_messages
 
@@ -31,7 +32,7 @@ async def test_an_answered_stream_does_not_wait_behind_streams_still_waiting(stu
     """
     stub.set_options(hang_s=3.0)
     stub.queue_faults(["hang", "hang"])
-    async with client(stub.url, max_retries=0) as llm:
+    async with client(stub.url, max_retries=0, http_version="http2") as llm:
         hanging = [asyncio.ensure_future(llm.chat(chat_messages())) for _ in range(2)]
         await _until(lambda: stub.stats()["in_flight"] == 2)
         started = time.monotonic()
@@ -48,7 +49,7 @@ async def test_streams_cancelled_while_waiting_for_a_read_never_stall_the_others
     """Half the requests give up mid-wait (some while they are the reader, some while woken to read
     next); every other request on the connection still gets its answer."""
     stub.set_options(latency_ms=40, jitter_ms=40)
-    async with client(stub.url, max_retries=0) as llm:
+    async with client(stub.url, max_retries=0, http_version="http2") as llm:
         for _ in range(3):
             quitters = [
                 asyncio.ensure_future(llm.chat(chat_messages(), deadline=time.monotonic() + 0.005 * i))
@@ -77,7 +78,7 @@ async def test_http1_requests_never_fight_over_a_connection(stub: Any) -> None:
 
     httpcore.AsyncHTTP11Connection.handle_async_request = counting  # type: ignore[method-assign]
     try:
-        async with client(stub.url, http_version=HTTPVersion.HTTP1) as llm:
+        async with client(stub.url, http_version=HTTPVersion.HTTP1, tail=TailPolicy(hedge=False)) as llm:
             for _ in range(3):
                 results = await asyncio.gather(*(llm.chat(chat_messages()) for _ in range(64)))
                 assert all(isinstance(r, str) for r in results)

@@ -106,3 +106,35 @@ def test_sse_lines(wire: Any) -> None:
     for bad in ('data: {"choices": []}', "data: {oops", 'data: {"choices": ["x"]}'):
         with pytest.raises(LLMMalformedResponse):
             wire.sse_delta(bad)
+
+
+@pytest.mark.parametrize(
+    ("body", "cut_short"),
+    [
+        (
+            b'{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,',
+            True,
+        ),  # the stub's malformed
+        (b"not json", True),
+        (b"\xff\xfe{", True),  # not even text
+        (b'{"choices": []}', False),  # JSON, but no completion: a protocol error
+        (b'{"choices": [{"message": {"content": 3}}]}', False),
+        (b"[1]", False),
+    ],
+)
+def test_a_body_cut_short_is_told_from_json_without_a_completion(
+    wire: Any, body: bytes, cut_short: bool
+) -> None:
+    with pytest.raises(LLMMalformedResponse) as caught:
+        wire.completion_content(response(200, body))
+    assert isinstance(caught.value, wire.LLMCutShort) is cut_short
+
+
+def test_stream_chunks_cut_short(wire: Any) -> None:
+    with pytest.raises(wire.LLMCutShort):
+        wire.sse_delta('data: {"id":"chatcmpl-1","choices":[{"index":0,')
+    with pytest.raises(LLMMalformedResponse) as caught:
+        wire.sse_delta('data: {"choices": []}')
+    assert not isinstance(caught.value, wire.LLMCutShort)
+    assert wire.sse_done("data: [DONE]")
+    assert not wire.sse_done('data: {"choices": []}')

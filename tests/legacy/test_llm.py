@@ -132,15 +132,26 @@ def test_quota_is_fatal_without_retry(stub: Any) -> None:
     assert _chat_requests(stub) == 1
 
 
-def test_malformed_body_is_a_typed_error(stub: Any) -> None:
+def test_a_cut_short_body_is_retried(stub: Any) -> None:
+    """A 200 whose JSON stops mid-way is a transport fault (a bug fix: it used to fail at once)."""
     stub.queue_faults(["malformed"])
     client = _client(stub.url)
+    try:
+        assert "notes.txt" in client.chat(MESSAGES)
+    finally:
+        client.close()
+    assert _chat_requests(stub) == 2
+
+
+def test_a_body_cut_short_after_every_retry_is_a_typed_error(stub: Any) -> None:
+    stub.queue_faults(["malformed", "malformed"])
+    client = _client(stub.url, max_retries=1)
     try:
         with pytest.raises(LLMMalformedResponse, match="not JSON"):
             client.chat(MESSAGES)
     finally:
         client.close()
-    assert _chat_requests(stub) == 1
+    assert _chat_requests(stub) == 2
 
 
 def test_hang_times_out(stub: Any) -> None:

@@ -1,7 +1,9 @@
 """The LLM client against the stub over real loopback HTTP: same answers, retries and typed errors.
 
-Run for legacy (HTTP/1.1), the generated twin and the async client, the
-latter two both over HTTP/2 (the default, probed) and forced HTTP/1.1.
+Run for legacy (HTTP/1.1 on httpx), the generated twin and the async client,
+each over its default transport (HTTP/1.1: aiohttp for the async client,
+httpcore for the twin) and over HTTP/2 where the server speaks it (``probe``);
+the async client also over HTTP/1.1 on httpcore.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from codeagent.errors import (
     LLMTimeout,
 )
 from tests.parity._support import HTTP1OnlyServer, Impl, chat_messages
+from tests.parity.canned import CannedServer
 
 VARIANTS = [
     ("legacy", "auto"),
     ("core_sync", "auto"),
-    ("core_sync", "http1"),
+    ("core_sync", "probe"),
     ("core_async", "auto"),
     ("core_async", "http1"),
+    ("core_async", "probe"),
 ]
 
 
@@ -58,7 +62,7 @@ def _chat_requests(stub: Any) -> int:
 
 
 def _expected_version(impl: Impl) -> str:
-    return "1.1" if impl.name == "legacy" or impl.http_version == "http1" else "2"
+    return "2" if impl.name != "legacy" and impl.http_version == "probe" else "1.1"
 
 
 def test_answer_and_protocol(client_impl: Impl, make_llm: Any, stub: Any) -> None:
@@ -106,11 +110,27 @@ def test_quota_is_fatal_at_once(make_llm: Any, stub: Any) -> None:
     assert _chat_requests(stub) == 1
 
 
-def test_malformed_answer_is_not_retried(make_llm: Any, stub: Any) -> None:
-    stub.queue_faults(["malformed"])
-    with pytest.raises(LLMMalformedResponse):
-        make_llm(stub.url).chat(chat_messages())
-    assert _chat_requests(stub) == 1
+def test_a_cut_short_body_is_retried(make_llm: Any, stub: Any) -> None:
+    """The stub's ``malformed`` fault: a 200 whose JSON stops mid-way. A transport fault, retried
+    like a reset (the legacy client too: a bug fix, it used to fail the todo at once)."""
+    stub.queue_faults(["malformed", "malformed"])
+    assert "notes.txt" in make_llm(stub.url).chat(chat_messages())
+    assert _chat_requests(stub) == 3
+
+
+def test_a_body_cut_short_after_every_retry_is_malformed(make_llm: Any, stub: Any) -> None:
+    stub.queue_faults(["malformed", "malformed"])
+    with pytest.raises(LLMMalformedResponse, match="not JSON"):
+        make_llm(stub.url, max_retries=1).chat(chat_messages())
+    assert _chat_requests(stub) == 2
+
+
+def test_json_without_a_completion_is_not_retried(make_llm: Any) -> None:
+    """A well-formed JSON answer that lacks the completion is a protocol error: it fails at once."""
+    with CannedServer(200, b'{"id": "chatcmpl-1", "object": "chat.completion", "choices": []}') as server:
+        with pytest.raises(LLMMalformedResponse, match="no choices"):
+            make_llm(server.url).chat(chat_messages())
+        assert server.requests == 1
 
 
 def test_client_errors_are_not_retried(make_llm: Any, stub: Any) -> None:

@@ -214,3 +214,60 @@ def test_bad_options_are_refused() -> None:
         stub.queue_faults(["nope"])
     with pytest.raises(ValueError, match="unknown stub option"):
         stub.set_options(colour="red")
+
+
+EDIT = chat_body('append a line "x" to file notes.txt', {"notes.txt": "a\n"})
+
+
+async def test_cut_starts_the_answer_and_breaks_off_half_way(stub: StubServer, http2: bool) -> None:
+    """A 200 whose body is cut short in transit: a transport fault, unlike ``malformed``."""
+    stub.queue_faults(["cut", "cut"])
+    async with httpx.AsyncClient(http1=not http2, http2=http2, timeout=10) as client:
+        url = f"{stub.url}/chat/completions"
+        async with client.stream("POST", url, json=EDIT) as response:
+            assert response.status_code == 200
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                await response.aread()
+        received = b""
+
+        async def read_the_stream() -> None:
+            nonlocal received
+            async with client.stream("POST", url, json={**EDIT, "stream": True}) as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_bytes():
+                    received += chunk
+
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await read_the_stream()
+        assert received.startswith(b"data: {") and b"[DONE]" not in received
+        assert (await client.post(url, json=EDIT)).status_code == 200
+    stats = await wait_idle(stub)
+    assert stats["by_fault"] == {"cut": 2}
+
+
+async def test_broken_edit_is_a_well_formed_answer_whose_blocks_do_not_parse(
+    stub: StubServer, client: httpx.AsyncClient
+) -> None:
+    from codeagent.edits import parse_edit_blocks
+    from codeagent.errors import EditError
+
+    stub.queue_faults(["broken_edit"])
+    broken = await client.post(f"{stub.url}/chat/completions", json=EDIT)
+    assert broken.status_code == 200
+    with pytest.raises(EditError, match="REPLACE"):
+        parse_edit_blocks(reply_text(broken.json()))
+    fine = await client.post(f"{stub.url}/chat/completions", json=EDIT)
+    assert len(parse_edit_blocks(reply_text(fine.json()))) == 1
+
+
+async def test_requests_are_counted_per_todo(stub: StubServer, client: httpx.AsyncClient) -> None:
+    stub.queue_faults(["500"])
+    for _ in range(3):
+        await client.post(f"{stub.url}/chat/completions", json=EDIT)
+    await client.post(f"{stub.url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    stats = await wait_idle(stub)
+    assert (stats["todos_seen"], stats["max_requests_per_todo"]) == (1, 3)
+    assert "by_todo" not in stats
+    async with httpx.AsyncClient() as plain:
+        detailed = (await plain.get(f"{stub.url.removesuffix('/v1')}/_stub/stats?by_todo=1")).json()
+    assert detailed["by_todo"] == {"t-0001": 3}
