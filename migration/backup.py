@@ -4,13 +4,15 @@ A backup mirrors the workspace layout (``<backup>/.agent/config.json`` ...), so
 the legacy readers read it as if it were a workspace; ``manifest.json`` is
 written last, and a directory without one is an unfinished backup that
 :func:`prune_unfinished` removes. Files set aside by ``--quarantine`` are
-listed in the manifest under ``quarantined``.
+listed in the manifest under ``quarantined``. A move from PostgreSQL back to
+files also keeps what the database held, as ``database.json`` beside ``.agent/``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +37,9 @@ class BackupInfo:
 def state_files(root: Path) -> list[str]:
     """Workspace-relative paths of every state file migration touches or checks."""
     rels = [
-        rel for rel in (layout.CONFIG, layout.TODOS, layout.STATUS, layout.MARKER) if (root / rel).is_file()
+        rel
+        for rel in (layout.CONFIG, layout.TODOS, layout.STATUS, layout.MARKER, layout.STORE)
+        if (root / rel).is_file()
     ]
     directory = root / layout.CHECKPOINTS
     if directory.is_dir():
@@ -47,8 +51,18 @@ def state_files(root: Path) -> list[str]:
     return rels
 
 
-def create_backup(root: Path, op: str, quarantined: list[str] | None = None) -> Path:
-    """Copy every state file into a new backup directory and seal it with a manifest."""
+def create_backup(
+    root: Path,
+    op: str,
+    quarantined: list[str] | None = None,
+    documents: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Copy every state file into a new backup directory and seal it with a manifest.
+
+    ``documents`` are written into the backup too (backup-relative name: bytes)
+    and listed in the manifest like the files: what the database held, for the
+    move from PostgreSQL back to files.
+    """
     now = datetime.now(UTC)
     base = root / layout.BACKUPS / now.strftime("%Y%m%dT%H%M%S.%fZ")
     dest = base
@@ -63,6 +77,9 @@ def create_backup(root: Path, op: str, quarantined: list[str] | None = None) -> 
         data = (root / rel).read_bytes()
         layout.atomic_write(target, data)
         files[rel] = layout.sha256_file(target)
+    for name, data in sorted((documents or {}).items()):
+        layout.atomic_write(dest / name, data)
+        files[name] = layout.sha256_file(dest / name)
     manifest = {
         "op": op,
         "created_at": now.isoformat(timespec="milliseconds"),

@@ -33,6 +33,7 @@ from legacy.checkpoints import CheckpointStore
 from legacy.workspace_lock import WorkspaceBusy, hold_workspace, workspace_holder
 from migration import layout
 from migration.backup import create_backup, prune_unfinished
+from migration.store import state_elsewhere
 from migration.survey import Survey, read_marker, survey
 from migration.verify import compare
 
@@ -148,6 +149,14 @@ def not_a_workspace(root: Path) -> Outcome | None:
     return Outcome(EXIT_BAD_STATE, [f"{root} has no {STATE_DIR}/ directory: not a Code Agent workspace"])
 
 
+def state_in_database(root: Path) -> Outcome | None:
+    """Exit 2 when the state lives in PostgreSQL, or a move there or back is pending (``--to`` handles those)."""
+    reason = state_elsewhere(root)
+    if reason is None:
+        return None
+    return Outcome(EXIT_BAD_STATE, [f"refused: the workspace's files are not its state: {reason}"])
+
+
 def _stage(root: Path, files: dict[str, bytes]) -> Path:
     staged = root / layout.STAGING / "checkpoints"
     _remove(root / layout.STAGING)
@@ -258,7 +267,7 @@ def apply(root: Path, *, quarantine: bool = False) -> Outcome:
         outcome.lines[:0] = lines
         return outcome
 
-    if (refused := not_a_workspace(root)) is not None:
+    if (refused := not_a_workspace(root) or state_in_database(root)) is not None:
         return refused
     if not (root / layout.JOURNAL).exists():
         try:  # refuse a damaged state before even taking the lock (which creates a lock file)
@@ -300,7 +309,7 @@ def rollback(root: Path) -> Outcome:
         outcome.lines[:0] = lines
         return outcome
 
-    if (refused := not_a_workspace(root)) is not None:
+    if (refused := not_a_workspace(root) or state_in_database(root)) is not None:
         return refused
     return _exclusive(root, work)
 

@@ -5,7 +5,8 @@
   call (Linux), the single commit point of ``apply`` and ``rollback``.
 * :func:`fault_point` - the test hook: ``CODEAGENT_MIGRATE_FAIL_AT=<step>`` raises
   :class:`InjectedFault` at that step, ``CODEAGENT_MIGRATE_KILL_AT=<step>`` SIGKILLs
-  the process there (a real crash).
+  the process there (a real crash). :data:`STEPS` are the file-format migration's,
+  :data:`PG_STEPS` and :data:`FILES_STEPS` the moves to PostgreSQL and back.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from codeagent.paths import (
     MIGRATE_STAGING_RELPATH,
     MISMATCHES_RELPATH,
     STATUS_RELPATH,
+    STORE_JOURNAL_RELPATH,
+    STORE_MARKER_RELPATH,
     TODOS_RELPATH,
+    WORKSPACE_ID_RELPATH,
 )
 
 # The migration's short names for the workspace's state paths (defined in codeagent.paths).
@@ -39,10 +43,19 @@ JOURNAL = MIGRATE_JOURNAL_RELPATH
 STAGING = MIGRATE_STAGING_RELPATH
 BACKUPS = BACKUPS_RELDIR
 MISMATCHES = MISMATCHES_RELPATH
+STORE = STORE_MARKER_RELPATH
+STORE_JOURNAL = STORE_JOURNAL_RELPATH
+IDENTITY = WORKSPACE_ID_RELPATH
 
 FAIL_ENV = "CODEAGENT_MIGRATE_FAIL_AT"
 KILL_ENV = "CODEAGENT_MIGRATE_KILL_AT"
 STEPS = ("survey", "backup", "stage", "journal", "swap", "marker", "verify", "cleanup")
+#: The steps of ``apply --to postgres``: after the backup, the journal, the registration, the copy
+#: (committed), the verification, the marker (the commit point), the removal of the state files.
+PG_STEPS = ("pg-backup", "pg-journal", "pg-register", "pg-copy", "pg-verify", "pg-marker", "pg-cleanup")
+#: The steps of ``apply --to files``: after the backup, the journal, the files written, their
+#: verification, the database's rows removed (the commit point), the markers.
+FILES_STEPS = ("files-backup", "files-journal", "files-write", "files-verify", "files-forget", "files-marker")
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2

@@ -1,4 +1,4 @@
-"""``status``: which format the workspace is in, when it was migrated, and the backups there."""
+"""``status``: which format the workspace is in (or that its state lives in PostgreSQL), when, the backups."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from codeagent.errors import StateFileError
 from migration import layout
 from migration.backup import check_backup, list_backups
+from migration.store import POSTGRESQL, StoreMarker, display_dsn, read_store_marker
 from migration.survey import read_marker
 
 
@@ -28,12 +30,42 @@ def _checkpoint_formats(root: Path) -> dict[str, int]:
     return counts
 
 
+def _store(root: Path) -> tuple[dict[str, Any], StoreMarker | None]:
+    """Where the state lives, as ``status`` reports it, and the marker saying so."""
+    try:
+        marker = read_store_marker(root)
+    except StateFileError as exc:
+        return {"kind": "unknown", "error": str(exc)}, None
+    if marker is None:
+        return {"kind": "files"}, None
+    return {
+        "kind": POSTGRESQL,
+        "dsn": display_dsn(marker.dsn),
+        "workspace_id": marker.workspace_id,
+        "moved_at": marker.moved_at,
+        "backup": marker.backup,
+    }, marker
+
+
 def workspace_status(root: Path) -> dict[str, Any]:
-    """A JSON-able summary: format, migrated_at, backup, checkpoint formats, backups, pending journal."""
+    """A JSON-able summary: format, migrated_at, backup, checkpoint formats, backups, pending journal.
+
+    ``store`` says where the state lives: ``files`` (the embedded default) or
+    ``postgresql`` (with the DSN, password hidden, and the workspace's id there).
+    """
     root = Path(root)
     marker = read_marker(root)
     counts = _checkpoint_formats(root)
-    if (root / layout.JOURNAL).exists():
+    store, in_database = _store(root)
+    moved: StoreMarker | None = None
+    if (root / layout.STORE_JOURNAL).exists():
+        fmt = "interrupted move between files and PostgreSQL (run apply --to postgres DSN or --to files)"
+    elif in_database is not None:
+        fmt = f"in {in_database.describe()}"
+        moved = in_database
+    elif store["kind"] == "unknown":
+        fmt = f"unknown: {store['error']}"
+    elif (root / layout.JOURNAL).exists():
         fmt = "interrupted (run apply or rollback again to finish)"
     elif marker is not None:
         fmt = "new (format 2)" if not counts["legacy"] else "new (format 2), but with legacy checkpoints"
@@ -52,14 +84,31 @@ def workspace_status(root: Path) -> dict[str, Any]:
         }
         for b in list_backups(root)
     ]
+    if moved is not None:
+        migrated_at, backup = moved.moved_at or None, moved.backup or None
+    else:
+        migrated_at = marker.get("migrated_at") if marker else None
+        backup = marker.get("backup") if marker else None
     return {
         "workspace": str(root),
         "format": fmt,
-        "migrated_at": marker.get("migrated_at") if marker else None,
-        "backup": marker.get("backup") if marker else None,
+        "migrated_at": migrated_at,
+        "backup": backup,
+        "store": store,
         "checkpoints": counts,
         "backups": backups,
     }
+
+
+def _store_line(store: dict[str, Any]) -> str:
+    if store["kind"] == POSTGRESQL:
+        return (
+            f"in PostgreSQL: {store['dsn']}, workspace {store['workspace_id']}"
+            " (drive it with codeagent worker --queue DSN; apply --to files brings it back)"
+        )
+    if store["kind"] == "files":
+        return "in the workspace's files (.agent/)"
+    return f"unknown: {store.get('error')}"
 
 
 def render_status(info: dict[str, Any]) -> list[str]:
@@ -68,6 +117,7 @@ def render_status(info: dict[str, Any]) -> list[str]:
     lines = [
         f"workspace:   {info['workspace']}",
         f"format:      {info['format']}",
+        f"state:       {_store_line(info.get('store') or {'kind': 'files'})}",
         f"migrated at: {info['migrated_at'] or '-'}",
         f"backup:      {info['backup'] or '-'}",
         f"checkpoints: {counts['legacy']} legacy, {counts['v2']} v2, {counts['unreadable']} unreadable",

@@ -9,6 +9,7 @@ from the workspace now. Every difference is reported by file and field.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +20,43 @@ from core_sync.status import SyncStatusJsonStore
 from core_sync.todos import SyncTodoJsonStore
 from migration import layout
 from migration.backup import list_backups
+from migration.store import state_elsewhere
 from migration.survey import Survey, read_marker, survey
 
 
-def diff(expected: Any, actual: Any, where: str = "") -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Sides:
+    """How :func:`diff` names the two sides it compares (by default: the legacy and the new readers)."""
+
+    missing: str = "missing in the new reader's view"
+    extra: str = "not seen by the legacy reader"
+    differ: str = "legacy saw {expected!r}, new reader sees {actual!r}"
+
+
+READERS = Sides()
+
+
+def diff(expected: Any, actual: Any, where: str = "", *, sides: Sides = READERS) -> list[str]:
     """Dotted paths (``todos[2].files[0]``) where two JSON-like values differ, with both values."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         out: list[str] = []
         for key in sorted(set(expected) | set(actual), key=str):
             sub = f"{where}.{key}" if where else str(key)
             if key not in actual:
-                out.append(f"{sub}: missing in the new reader's view")
+                out.append(f"{sub}: {sides.missing}")
             elif key not in expected:
-                out.append(f"{sub}: not seen by the legacy reader")
+                out.append(f"{sub}: {sides.extra}")
             else:
-                out += diff(expected[key], actual[key], sub)
+                out += diff(expected[key], actual[key], sub, sides=sides)
         return out
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
         return [
             d
             for i, (e, a) in enumerate(zip(expected, actual, strict=True))
-            for d in diff(e, a, f"{where}[{i}]")
+            for d in diff(e, a, f"{where}[{i}]", sides=sides)
         ]
     if expected != actual:
-        return [f"{where or '(document)'}: legacy saw {expected!r}, new reader sees {actual!r}"]
+        return [f"{where or '(document)'}: {sides.differ.format(expected=expected, actual=actual)}"]
     return []
 
 
@@ -113,6 +127,9 @@ def verify_workspace(root: Path) -> tuple[list[str], list[str]]:
     """
     root = Path(root)
     notes: list[str] = []
+    elsewhere = state_elsewhere(root)
+    if elsewhere is not None:  # the CLI verifies a workspace in PostgreSQL with migration.postgres
+        return [f"not verified as files: {elsewhere}"], notes
     if (root / layout.JOURNAL).exists():
         return [
             f"{layout.JOURNAL}: an interrupted migration is pending; run apply (or rollback) again"

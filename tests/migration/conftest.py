@@ -21,6 +21,9 @@ from tests.agents import async_agent as build_async
 from tests.agents import legacy_agent as build_legacy
 from tests.conftest import debug_loop
 
+# A fresh PostgreSQL database per test, for the moves --to postgres and back (tests/fleet's fixtures).
+
+
 STATE = (".agent/config.json", ".agent/todos.json", ".agent/status.json", ".agent/format.json")
 
 
