@@ -1,4 +1,4 @@
-"""Developer sessions: tests, lint, typecheck, imports, unasync, bench, demo.
+"""Developer sessions: tests, lint, typecheck, imports, unasync, bench, chaos, demo.
 
 ``nox -s tests`` is the README's test command and what CI runs (after lint,
 typecheck and ``unasync -- --check``). Each session installs the project into
@@ -25,9 +25,11 @@ TYPED = [
     "bridge",
     "feature_flags",
     "migration",
+    "fleet",
+    "benchmarks",
     "tools",
 ]
-COVERED = ["core_async", "core_sync", "bridge", "feature_flags", "migration"]
+COVERED = ["core_async", "core_sync", "bridge", "feature_flags", "migration", "fleet"]
 
 
 def _install(session: nox.Session, extras: str = "dev") -> None:
@@ -101,6 +103,24 @@ def bench(session: nox.Session) -> None:
         "no:cacheprovider",
     )
     session.run("python", "-m", "benchmarks", "--micro-json", micro, *session.posargs)
+
+
+@nox.session(name="bench-fleet")
+def bench_fleet(session: nox.Session) -> None:
+    """The fleet benchmark: 1, 2 and 4 worker processes through PostgreSQL (``-- --quick`` for the short one)."""
+    _install(session, "dev,bench")
+    session.run("python", "-m", "benchmarks.fleet", *session.posargs)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """The reliability campaign (kills, LLM faults, disk faults, soak, reloads, fuzzing, API abuse).
+
+    ``nox -s chaos -- --quick`` is CI's run (about 3 minutes); without ``--quick`` the full campaign
+    updates docs/reliability.md. Arguments after ``--`` go to ``codeagent chaos``.
+    """
+    _install(session)
+    session.run("codeagent", "chaos", *session.posargs)
 
 
 @nox.session

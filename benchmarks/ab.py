@@ -1,25 +1,31 @@
-"""The A/B benchmark suite: legacy and async Code Agent on the same workload, same machine, one run.
+"""The A/B benchmark suite: legacy and async Code Agent as users run them, same workload, same machine, one run.
 
-``python -m benchmarks [--quick|--smoke] [--out DIR] [--compare OLD.json]`` (the CLI wires
-:data:`bench_app` / :func:`run_bench` as ``codeagent bench``).
+``python -m benchmarks [--quick|--smoke] [--profile cpu|realistic|both] [--out DIR] [--compare OLD.json]``
+(the CLI wires :data:`bench_app` / :func:`run_bench` as ``codeagent bench``).
 
-Contenders (see :mod:`benchmarks.contenders`): the legacy ``while True`` loop
-(one process per workspace, as a legacy server serves one workspace: at
-concurrency ``c`` there are ``min(c, workspaces)`` loop processes, each going
-through its share of the workspaces one after another), the legacy components
-on a thread pool of ``c`` threads, and the async kernel on the default asyncio
-loop and on uvloop (one process for every workspace, ``max_concurrency = c``).
-The stub LLM runs in its own process and answers after ``latency_ms``.
+Contenders (see :mod:`benchmarks.scenarios`): ``codeagent run --loop legacy``
+as shipped (one process per workspace: at concurrency ``c`` there are
+``min(c, W)`` of them at once, each going through its share of the workspaces
+one after another), ``codeagent run --loop async`` as shipped with
+``--workers 1`` and ``--workers`` = cores (one command over every workspace,
+limits from ``c``), the legacy components on a pool of ``c`` threads, and the
+bare async kernel (a reference line only). Every contender runs in child
+processes on fresh workspaces and the suite waits for them (see
+:mod:`benchmarks.shipped`).
 
-Scenarios: throughput at each concurrency level against the physical limit
-``min(c / latency, cores / CPU-seconds per todo)``; LLM request overhead
-(client-seen time minus the stub's own time) of the legacy and async clients;
-idle CPU; the most LLM requests held in flight; event-loop lag under load.
-Every figure comes from this run (see :mod:`benchmarks.measure`).
+Profiles: ``cpu`` (the stub answers after a fixed 200 ms, no faults) and
+``realistic`` (lognormal latency, median 2 s, p99 10 s; 3% 429s with
+Retry-After; 0.5% hangs); each profile has its own stub LLM process.
+
+Scenarios: throughput at each concurrency level of each profile; idle CPU and
+wake-ups of the loops as shipped; LLM request overhead of the legacy and async
+clients; the most LLM requests held in flight. Every figure comes from this
+run (see :mod:`benchmarks.measure`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -38,12 +44,31 @@ import httpx
 import psutil
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from benchmarks import charts, report
-from benchmarks.measure import REPO, child_env, cpu_and_wakeups, machine_info
-from benchmarks.scenarios import ASYNC_CONTENDERS, Plan, make_plan, make_workspace, make_workspaces
+from benchmarks.measure import REPO, child_env, cpu_and_wakeups, machine_info, sustained_rate, tree_counters
+from benchmarks.scenarios import (
+    ASYNC_SHIPPED,
+    SHIPPED,
+    Plan,
+    Profile,
+    async_flags_toml,
+    make_plan,
+    make_workspaces,
+)
+from benchmarks.shipped import (
+    async_command,
+    async_limits,
+    job_command,
+    legacy_command,
+    run_options,
+    run_slots,
+    short_command,
+    supports_workers,
+)
 from llm_stub import StubOptions, start_stub_process, stop_stub_process
+from llm_stub.options import options_view
 
 CHILD_TIMEOUT_S = 900.0
 
@@ -52,8 +77,54 @@ class BenchError(RuntimeError):
     """A contender or probe failed; the message holds the tail of its stderr."""
 
 
+def _finish_instants(roots: list[Path]) -> tuple[dict[str, int], list[float]]:
+    """Todos done / failed / other in ``roots``, and the wall-clock instants the done ones finished."""
+    from legacy.status import StatusStore
+
+    counts = {"done": 0, "failed": 0, "other": 0}
+    instants: list[float] = []
+    for root in roots:
+        for state in StatusStore(root).load().todos.values():
+            key = state.status.value if state.status.value in counts else "other"
+            counts[key] += 1
+            if key == "done" and state.finished_at is not None:
+                instants.append(state.finished_at.timestamp())
+    return counts, instants
+
+
+def _processed(stdout: str) -> int | None:
+    """``N`` of the ``processed N todo(s)`` line a shipped ``codeagent run --until-idle`` prints."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("processed ") and line.endswith(" todo(s)"):
+            try:
+                return int(line.split()[1])
+            except ValueError:
+                return None
+    return None
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (every CPU: user, nice, system, interrupts) so far."""
+    times = psutil.cpu_times()
+    # guest time is already counted in user (and guest_nice in nice); steal is another VM's
+    return float(sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq")))
+
+
+def _role(pid: int) -> str:
+    """A short name for a process of a contender's tree: its command line, shortened."""
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return f"pid {pid}"
+    if "-m" in cmdline and cmdline.index("-m") + 1 < len(cmdline):
+        module = cmdline[cmdline.index("-m") + 1]
+        if module != "codeagent_app.cli":  # a worker, a job: its module names it (its arguments are long)
+            return f"python -m {module} (pid {pid})"
+    return f"{short_command(cmdline)[:100]} (pid {pid})"
+
+
 class Bench:
-    """One run of the suite: the plan, a scratch directory, the stub LLM, and the figures gathered."""
+    """One run of the suite: the plan, a scratch directory, the stub LLM in use, and the figures gathered."""
 
     def __init__(self, plan: Plan, scratch: Path, console: Console) -> None:
         self.plan = plan
@@ -67,13 +138,17 @@ class Bench:
 
     # ------------------------------------------------------------------ children
 
-    def _spawn(self, kind: str, args: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    def _name(self, kind: str) -> str:
         self._seq += 1
-        out = self.logs / f"{self._seq:03d}-{kind}.json"
-        err = self.logs / f"{self._seq:03d}-{kind}.stderr"
+        return f"{self._seq:03d}-{kind}"
+
+    def _spawn(self, kind: str, args: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path, Path]:
+        name = self._name(kind)
+        out = self.logs / f"{name}.json"
+        err = self.logs / f"{name}.stderr"
         with err.open("wb") as handle:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.contenders", kind, json.dumps(args), str(out)],
+                job_command(kind, args, out),
                 cwd=REPO,
                 env=child_env(),
                 stdout=subprocess.DEVNULL,
@@ -96,146 +171,309 @@ class Bench:
         return result
 
     def run_children(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Run jobs at once, each in its own child process; return their figures in order."""
+        """Run probe jobs at once, each in its own child process; return their figures in order."""
         started = [(kind, *self._spawn(kind, args)) for kind, args in jobs]
         return [self._collect(proc, out, err, kind) for kind, proc, out, err in started]
 
     @contextmanager
-    def stub_llm(self, latency_ms: float) -> Iterator[tuple[subprocess.Popen[str], str]]:
-        """A stub LLM child process answering after ``latency_ms``."""
-        proc, url = start_stub_process(StubOptions(latency_ms=latency_ms))
+    def stub_llm(self, options: StubOptions) -> Iterator[tuple[subprocess.Popen[str], str]]:
+        """A stub LLM child process with ``options``."""
+        proc, url = start_stub_process(options)
         try:
             yield proc, url
         finally:
             stop_stub_process(proc)
 
     def stub_cpu(self) -> float:
-        """CPU seconds the main stub process has used so far."""
+        """CPU seconds the stub process in use has used so far."""
         assert self.stub is not None
         return cpu_and_wakeups(psutil.Process(self.stub.pid))[0]
 
+    def _stub_admin(self, method: str, path: str) -> dict[str, Any]:
+        origin = self.url.rsplit("/v1", 1)[0]
+        response = httpx.request(method, f"{origin}/_stub/{path}", timeout=30)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def _stub_quiet(self, limit: float = 30.0) -> None:
+        """Wait until the stub has no request in flight (a previous contender's hung ones end with it)."""
+        deadline = time.monotonic() + limit
+        while self._stub_admin("GET", "stats?recent=0")["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     # ------------------------------------------------------------------ scenarios
 
-    def throughput(self, contender: str, concurrency: int) -> dict[str, Any]:
-        """One contender at one concurrency level, on fresh workspaces."""
+    def _slots(
+        self, profile: Profile, contender: str, concurrency: int, roots: list[Path], name: str
+    ) -> tuple[list[list[list[str]]], dict[str, Any]]:
+        """The command lines of ``contender`` (slots run at once, commands one after another) and its setup."""
         plan = self.plan
-        per = plan.todos_per_workspace[concurrency]
-        base = self.scratch / f"tp-c{concurrency}-{contender}"
-        roots = [str(r) for r in make_workspaces(base, plan.workspaces, per)]
-        jobs: list[tuple[str, dict[str, Any]]]
         if contender == "legacy_loop":
             processes = min(concurrency, len(roots))
-            groups = [roots[i::processes] for i in range(processes)]
-            jobs = [("legacy_loop", {"roots": group, "url": self.url}) for group in groups]
-        elif contender == "legacy_threads":
-            jobs = [("legacy_threads", {"roots": roots, "url": self.url, "threads": concurrency})]
-        else:
-            use_uvloop = contender == "async_uvloop"
-            jobs = [
-                ("async", {"roots": roots, "url": self.url, "concurrency": concurrency, "uvloop": use_uvloop})
-            ]
+            slots = [[legacy_command(r) for r in roots[i::processes]] for i in range(processes)]
+            return slots, {
+                "workers": 1,
+                "limits": f"{processes} process(es) at once, one workspace each",
+                "processes_at_once": processes,
+            }
+        if contender in ASYNC_SHIPPED:
+            workers = 1 if contender == "async_w1" else plan.workers
+            limits = async_limits(concurrency, len(roots))
+            return [[async_command(roots, workers=workers, limits=limits)]], {
+                "workers": workers,
+                "limits": limits,
+                "processes_at_once": 1 + (workers if supports_workers() else 0),
+            }
+        out = self.logs / f"{name}.json"
+        if contender == "legacy_threads":
+            args: dict[str, Any] = {"roots": [str(r) for r in roots], "url": self.url, "threads": concurrency}
+            return [[job_command("legacy_threads", args, out)]], {
+                "workers": 1,
+                "limits": f"{concurrency} threads",
+                "processes_at_once": 1,
+                "out": str(out),
+            }
+        args = {"roots": [str(r) for r in roots], "url": self.url, "concurrency": concurrency, "uvloop": True}
+        return [[job_command("bare_kernel", args, out)]], {
+            "workers": 1,
+            "limits": async_limits(concurrency, len(roots)),
+            "processes_at_once": 1,
+            "out": str(out),
+        }
+
+    def throughput(self, profile: Profile, contender: str, concurrency: int) -> dict[str, Any]:
+        """One contender at one concurrency level under one profile, on fresh workspaces."""
+        plan = self.plan
+        per = profile.todos_each(contender, concurrency)
+        base = self.scratch / f"tp-{profile.name}-c{concurrency}-{contender}"
+        flags = async_flags_toml() if contender in ASYNC_SHIPPED else None
+        roots = make_workspaces(base, plan.workspaces, per, config=profile.config(self.url), flags=flags)
+        name = self._name(f"{profile.name}-c{concurrency}-{contender}")
+        slots, setup = self._slots(profile, contender, concurrency, roots, name)
+        self._stub_quiet()
+        self._stub_admin("POST", "reset")
         stub0 = self.stub_cpu()
-        parts = self.run_children(jobs)
+        busy0 = _machine_busy_s()
+        finished = run_slots(slots, self.logs, name, CHILD_TIMEOUT_S)
+        busy = _machine_busy_s() - busy0
         stub_cpu = self.stub_cpu() - stub0
-        started = min(p["started"] for p in parts)
-        ended = max(p["ended"] for p in parts)
+        stub = self._stub_admin("GET", "stats?recent=0")
+        # A process that fails is reported on its line (the run goes on; the suite exits 1 at the end).
+        crashed = [
+            f"`{short_command(f.command)}` exited {f.exit_code}{' (timed out)' if f.timed_out else ''}: "
+            + " / ".join(f.stderr_tail.strip().splitlines()[-3:])
+            for f in finished
+            if f.exit_code != 0
+        ]
+        if crashed:
+            self.console.print(f"[red]{profile.name} c={concurrency} {contender}: {crashed[0]}")
+        counts, instants = _finish_instants(roots)
+        started = min(f.started for f in finished)
+        ended = max(f.ended for f in finished)
+        started_wall = min(f.started_wall for f in finished)
         wall = ended - started
-        done = sum(p["done"] for p in parts)
-        failed = sum(p["failed"] for p in parts)
-        cpu = sum(p["cpu_s"] for p in parts)
-        shutil.rmtree(base, ignore_errors=True)
+        done = counts["done"]
+        cpu = sum(f.cpu_s for f in finished)
+        sustained = sustained_rate(instants)
+        batch = done / wall if wall > 0 else 0.0
         result: dict[str, Any] = {
-            "processes": len(parts),
+            "contender": contender,
+            "profile": profile.name,
+            "concurrency": concurrency,
+            "command": finished[0].view()["command"],
+            **{k: v for k, v in setup.items() if k != "out"},
+            "processes": len(finished),
             "todos": plan.workspaces * per,
             "done": done,
-            "failed": failed,
+            "failed": counts["failed"],
+            "other": counts["other"],
+            "processed_reported": sum(p for f in finished if (p := _processed(f.stdout)) is not None),
             "started": started,
             "ended": ended,
             "wall_s": wall,
-            "todos_per_s": done / wall if wall > 0 else 0.0,
+            "batch_todos_per_s": batch,
+            "sustained_todos_per_s": sustained[0] if sustained else batch,
+            "sustained_window_s": sustained[1] if sustained else wall,
+            "sustained_from": "10th-90th percentile completions" if sustained else "batch (too few todos)",
+            "first_done_after_s": (min(instants) - started_wall) if instants else math.nan,
+            "last_done_after_s": (max(instants) - started_wall) if instants else math.nan,
             "cpu_s": cpu,
             "stub_cpu_s": stub_cpu,
             "cpu_per_todo_s": cpu / done if done else math.nan,
             "total_cpu_per_todo_s": (cpu + stub_cpu) / done if done else math.nan,
+            "cores_busy": (cpu + stub_cpu) / wall if wall > 0 else math.nan,
+            # CPU the whole machine spent meanwhile on anything but this line and its stub (the suite's own
+            # process included, a few ms): other work competing for the same cores
+            "other_cores_busy": max(0.0, busy - cpu - stub_cpu) / wall if wall > 0 else math.nan,
+            "stub": {
+                "requests": stub["requests_total"],
+                "by_status": stub["by_status"],
+                "by_fault": stub["by_fault"],
+                "max_in_flight": stub["max_in_flight"],
+                "latency_mean_ms": stub.get("latency_drawn_mean_ms"),
+                "latency_draws": stub.get("latency_draws"),
+                "client_disconnects": stub["client_disconnects"],
+            },
+            "per_process": [f.view() for f in finished],
         }
-        if contender in ASYNC_CONTENDERS:
-            result["loop_lag_ms"] = parts[0]["loop_lag_ms"]
-        errors = [e for p in parts for e in p.get("errors", [])]
-        if errors:
-            result["errors"] = errors[:5]
+        result["todos_per_s"] = result["sustained_todos_per_s"]
+        if crashed:
+            result["crashed"] = crashed[:5]
+        if "out" in setup and Path(setup["out"]).is_file():
+            inner = json.loads(Path(setup["out"]).read_text(encoding="utf-8"))
+            if "loop_lag_ms" in inner:
+                result["loop_lag_ms"] = inner["loop_lag_ms"]
+            if inner.get("errors"):
+                result["errors"] = inner["errors"][:5]
+        shutil.rmtree(base, ignore_errors=True)
         return result
 
+    def startup(self, profile: Profile) -> dict[str, Any]:
+        """Start-up and shut-down of each shipped command on empty workspaces (``--until-idle``, nothing to do)."""
+        out: dict[str, Any] = {}
+        for contender in SHIPPED:
+            base = self.scratch / f"startup-{contender}"
+            flags = async_flags_toml() if contender in ASYNC_SHIPPED else None
+            count = 1 if contender == "legacy_loop" else self.plan.workspaces
+            roots = make_workspaces(base, count, 0, config=profile.config(self.url), flags=flags)
+            if contender == "legacy_loop":
+                command = legacy_command(roots[0])
+            else:
+                workers = 1 if contender == "async_w1" else self.plan.workers
+                command = async_command(roots, workers=workers)
+            (finished,) = run_slots([[command]], self.logs, self._name(f"startup-{contender}"), 120.0)
+            if finished.exit_code != 0:
+                raise BenchError(
+                    f"`{' '.join(command)}` exited {finished.exit_code}:\n{finished.stderr_tail}"
+                )
+            out[contender] = {
+                "command": finished.view()["command"],
+                "workspaces": count,
+                "wall_s": finished.ended - finished.started,
+                "cpu_s": finished.cpu_s,
+            }
+            shutil.rmtree(base, ignore_errors=True)
+        return out
+
     @staticmethod
-    def _settle(handles: dict[str, psutil.Process], *, step: float = 0.5, limit: float = 30.0) -> float:
-        """Wait until every process has finished starting up; return how long that took (seconds).
+    def _totals(counters: dict[int, tuple[float, int, int]]) -> tuple[float, int]:
+        return sum(c[0] for c in counters.values()), sum(c[1] for c in counters.values())
+
+    def _settle(self, pids: dict[str, int], *, step: float = 0.5, limit: float = 30.0) -> float:
+        """Wait until every process tree has finished starting up; return how long that took (seconds).
 
         A fixed warm-up is not enough on a loaded machine: a process still
         importing or opening its workspace would count its start-up as idle
-        CPU. Settled means a whole ``step`` in which every process used under
-        5 ms of CPU (the idle loops use well under 1 ms per second).
+        CPU. Settled means a whole ``step`` in which every tree used under
+        5 ms of CPU (an idle loop uses well under 1 ms per second).
         """
         t0 = time.monotonic()
-        last = {name: cpu_and_wakeups(h)[0] for name, h in handles.items()}
+        last = {name: self._totals(tree_counters(pid))[0] for name, pid in pids.items()}
         while time.monotonic() - t0 < limit:
             time.sleep(step)
-            now = {name: cpu_and_wakeups(h)[0] for name, h in handles.items()}
-            busy = [name for name in handles if now[name] - last[name] > 0.005]
+            now = {name: self._totals(tree_counters(pid))[0] for name, pid in pids.items()}
+            busy = [name for name in pids if now[name] - last[name] > 0.005]
             last = now
             if not busy:
                 break
         return time.monotonic() - t0
 
     def idle(self) -> dict[str, Any]:
-        """CPU and wake-ups of every contender waiting for work, measured over one shared window."""
+        """CPU and wake-ups of the loops as shipped (and the bare kernel) waiting for work, over one shared window.
+
+        Every process of each tree counts (a supervisor and its workers), every
+        thread, both kinds of context switch.
+        """
         plan = self.plan
-        jobs: dict[str, tuple[str, dict[str, Any]]] = {}
-        for contender in plan.contenders:
-            root = self.scratch / f"idle-{contender}"
-            make_workspace(root, 0)
+        config = {"llm": {"base_url": self.url, "timeout": 20.0, "max_retries": 3}}
+        commands: dict[str, list[str]] = {}
+        described: dict[str, dict[str, Any]] = {}
+        for contender in plan.idle_contenders:
+            count = plan.workspaces if contender == "async_default" else 1
+            flags = None if contender in ("legacy_loop", "bare_kernel") else async_flags_toml()
+            roots = make_workspaces(self.scratch / f"idle-{contender}", count, 0, config=config, flags=flags)
             if contender == "legacy_loop":
-                jobs[contender] = ("idle_legacy_loop", {"root": str(root), "url": self.url})
-            elif contender == "legacy_threads":
-                jobs[contender] = ("idle_legacy_threads", {"root": str(root), "url": self.url, "threads": 10})
+                commands[contender] = legacy_command(roots[0], until_idle=False)
+            elif contender == "async_default":
+                commands[contender] = async_command(roots, workers=None, until_idle=False)
+            elif contender == "async_w1":
+                commands[contender] = async_command(roots, workers=1, until_idle=False)
             else:
-                jobs[contender] = (
-                    "idle_async",
-                    {"root": str(root), "url": self.url, "uvloop": contender == "async_uvloop"},
+                commands[contender] = job_command(
+                    "idle_bare_kernel",
+                    {"root": str(roots[0]), "url": self.url},
+                    self.logs / f"{self._name('idle-bare_kernel')}.json",
                 )
-        spawned = {name: self._spawn(kind, args) for name, (kind, args) in jobs.items()}
+            described[contender] = {"workspaces": count}
+        spawned: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         try:
+            for name, command in commands.items():
+                err = self.logs / f"{self._name('idle-' + name)}.stderr"
+                with err.open("wb") as handle:
+                    spawned[name] = (
+                        subprocess.Popen(
+                            command,
+                            cwd=REPO,
+                            env=child_env(),
+                            stdout=subprocess.DEVNULL,
+                            stderr=handle,
+                            start_new_session=True,
+                        ),
+                        err,
+                    )
             time.sleep(plan.idle_warmup)
-            for name, (proc, _out, err) in spawned.items():
+            for name, (proc, err) in spawned.items():
                 if proc.poll() is not None:
                     tail = err.read_text(encoding="utf-8", errors="replace")[-2000:]
                     raise BenchError(f"idle {name} exited early ({proc.returncode}):\n{tail}")
-            handles = {name: psutil.Process(proc.pid) for name, (proc, _o, _e) in spawned.items()}
-            settled_after = self._settle(handles)
-            before = {name: cpu_and_wakeups(h) for name, h in handles.items()}
+            pids = {name: proc.pid for name, (proc, _e) in spawned.items()}
+            settled_after = self._settle(pids)
+            before = {name: tree_counters(pid) for name, pid in pids.items()}
             t0 = time.monotonic()
             time.sleep(plan.idle_seconds)
-            after = {name: cpu_and_wakeups(h) for name, h in handles.items()}
+            after = {name: tree_counters(pid) for name, pid in pids.items()}
             window = time.monotonic() - t0
+            roles = {pid: _role(pid) for counters in after.values() for pid in counters}
         finally:
-            for proc, _out, _err in spawned.values():
+            for proc, _err in spawned.values():
                 if proc.poll() is None:
                     proc.terminate()
-            for proc, _out, _err in spawned.values():
+            for proc, _err in spawned.values():
                 try:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    os.killpg(proc.pid, 9)
                     proc.wait()
-        return {
-            name: {
-                "cpu_s": after[name][0] - before[name][0],
-                "cpu_ms_per_s": 1000.0 * (after[name][0] - before[name][0]) / window,
-                "wakeups_per_s": (after[name][1] - before[name][1]) / window,
+        out: dict[str, Any] = {}
+        for name in spawned:
+            common = set(before[name]) & set(after[name])
+            cpu = sum(after[name][p][0] - before[name][p][0] for p in common)
+            wakeups = sum(after[name][p][1] - before[name][p][1] for p in common)
+            out[name] = {
+                **described[name],
+                "command": short_command(commands[name])
+                if name != "bare_kernel"
+                else "bare kernel (in-process)",
+                "processes": len(after[name]),
+                "threads": sum(c[2] for c in after[name].values()),
+                "tree_changed": set(before[name]) != set(after[name]),
+                "cpu_s": cpu,
+                "cpu_ms_per_s": 1000.0 * cpu / window,
+                "wakeups_per_s": wakeups / window,
+                "per_process": [
+                    {
+                        "process": roles.get(pid, str(pid)),
+                        "cpu_ms_per_s": 1000.0 * (after[name][pid][0] - before[name][pid][0]) / window,
+                        "wakeups_per_s": (after[name][pid][1] - before[name][pid][1]) / window,
+                    }
+                    for pid in sorted(common)
+                ],
                 "window_s": window,
                 "window_started": t0,
                 "settled_after_s": settled_after,
             }
-            for name in spawned
-        }
+        return out
 
     def latency(self, concurrency: int) -> dict[str, Any]:
         """LLM request overhead of the legacy and async clients at ``concurrency`` requests at once."""
@@ -256,20 +494,26 @@ class Bench:
         """The most LLM requests the async client holds in flight at once (own stub, long latency)."""
         plan = self.plan
         variants: dict[str, Any] = {}
-        # One endpoint pool holds 100 requests at most (httpcore, see contenders.inflight): the
-        # "one_pool" variant shows that with a few hundred requests; "pools" spreads the target
-        # over target/100 clients, each with its own pool.
+        # The client's default transport (HTTP/1.1 on aiohttp, a connection per request) in one pool,
+        # up to 1,000 at once; and HTTP/2, whose pool holds 100 requests at most (httpcore, see
+        # contenders.inflight), spread over target/100 clients each with its own pool.
         sizes = {
-            "one_pool": (min(plan.inflight_target, 300), 1, plan.inflight_latency_ms / 3),
-            "pools": (plan.inflight_target, math.ceil(plan.inflight_target / 100), plan.inflight_latency_ms),
+            "default_transport": (min(plan.inflight_target, 1000), 1, plan.inflight_latency_ms, "auto"),
+            "http2_pools": (
+                plan.inflight_target,
+                math.ceil(plan.inflight_target / 100),
+                plan.inflight_latency_ms,
+                "http2",
+            ),
         }
-        with self.stub_llm(plan.inflight_latency_ms) as (_proc, url):
+        with self.stub_llm(StubOptions(latency_ms=plan.inflight_latency_ms)) as (_proc, url):
             origin = url.rsplit("/v1", 1)[0]
-            for name, (n, pools, latency) in sizes.items():
+            for name, (n, pools, latency, transport) in sizes.items():
                 httpx.post(
                     f"{origin}/_stub/options", json={"latency_ms": latency}, timeout=30
                 ).raise_for_status()
-                (variants[name],) = self.run_children([("inflight", {"url": url, "n": n, "pools": pools})])
+                child = {"url": url, "n": n, "pools": pools, "transport": transport}
+                (variants[name],) = self.run_children([("inflight", child)])
                 variants[name]["stub_latency_ms"] = latency
         held = {k: v["stub_max_in_flight"] if v["errors"] == 0 else 0 for k, v in variants.items()}
         best = max(held, key=lambda k: held[k])
@@ -306,6 +550,7 @@ def collect(
     """Run every scenario of ``plan``; return the results document (before verdicts)."""
     scratch = Path(tempfile.mkdtemp(prefix="ab-bench-"))
     bench = Bench(plan, scratch, console)
+    workers_supported = supports_workers()
     results: dict[str, Any] = {
         "meta": {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -316,10 +561,35 @@ def collect(
             "command": " ".join(sys.argv),
             "source": _source_state(),
             "workload": "W workspaces, one file per todo (append a line); stub LLM in its own process",
-            "legacy_loop_deployment": "one legacy loop process per workspace; min(c, W) processes at concurrency c",
+            "legacy_loop_deployment": "`codeagent run --loop legacy --until-idle` serves one workspace per process: "
+            "min(c, W) processes at once, each slot going through its share of the workspaces one after another",
+            "workers_option": workers_supported,
+            "run_options": sorted(run_options()),
+            "loadavg_samples": [],
         }
     }
-    total_steps = len(plan.concurrency) * len(plan.contenders) + 1 + len(plan.latency_concurrency) + 1
+    if not workers_supported:
+        console.print(
+            "[yellow]`codeagent run` has no --workers at this commit: async_w1 runs without it (one process),"
+            f" async_wn (--workers {plan.workers}) cannot run and is left out"
+        )
+        plan_profiles = []
+        for profile in plan.profiles:
+            contenders = {
+                c: tuple(n for n in names if n != "async_wn") for c, names in profile.contenders.items()
+            }
+            skipped = {c: dict(v) for c, v in profile.skipped.items()}
+            for c in profile.levels:
+                if "async_wn" in profile.contenders[c]:
+                    skipped.setdefault(c, {})["async_wn"] = (
+                        "`codeagent run` has no --workers option at this commit"
+                    )
+            plan_profiles.append(dataclasses.replace(profile, contenders=contenders, skipped=skipped))
+        plan = dataclasses.replace(plan, profiles=tuple(plan_profiles))
+        bench.plan = plan
+        results["meta"]["plan"] = plan.view()
+    steps_total = sum(len(p.contenders[c]) for p in plan.profiles for c in p.levels)
+    total_steps = steps_total + 2 + len(plan.latency_concurrency) + 1
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -328,41 +598,62 @@ def collect(
         console=console,
         transient=False,
     )
+    steps: dict[str, float] = {}
+    results["meta"]["steps_s"] = steps
+
+    def step(task: TaskID, description: str) -> None:
+        progress.update(task, description=description)
+        results["meta"]["loadavg_samples"].append(
+            [round(time.monotonic() - results["meta"]["run_started_monotonic"], 1), *os.getloadavg()]
+        )
+
     try:
         with progress:
-            task = progress.add_task("starting stub LLM", total=total_steps)
-            with bench.stub_llm(plan.latency_ms) as (stub, url):
+            task = progress.add_task("starting", total=total_steps)
+            results["profiles"] = {}
+            for profile in plan.profiles:
+                with bench.stub_llm(StubOptions(**profile.stub)) as (stub, url):
+                    bench.stub, bench.url = stub, url
+                    levels: dict[str, dict[str, Any]] = {}
+                    for c in profile.levels:
+                        levels[str(c)] = {}
+                        for contender in profile.contenders[c]:
+                            step(task, f"{profile.name} c={c} {contender}")
+                            t0 = time.monotonic()
+                            levels[str(c)][contender] = bench.throughput(profile, contender, c)
+                            steps[f"{profile.name}.c{c}.{contender}"] = time.monotonic() - t0
+                            progress.advance(task)
+                results["profiles"][profile.name] = {
+                    "profile": profile.view(),
+                    "stub_options": options_view(StubOptions(**profile.stub)),
+                    "stub_mean_latency_ms": StubOptions(**profile.stub).mean_latency_ms,
+                    "levels": levels,
+                }
+            with bench.stub_llm(StubOptions(latency_ms=plan.latency_ms)) as (stub, url):
                 bench.stub, bench.url = stub, url
-                steps: dict[str, float] = {}
-                results["meta"]["steps_s"] = steps
-                levels: dict[str, dict[str, Any]] = {}
-                for c in plan.concurrency:
-                    levels[str(c)] = {}
-                    for contender in plan.contenders:
-                        progress.update(task, description=f"throughput c={c} {contender}")
-                        t0 = time.monotonic()
-                        levels[str(c)][contender] = bench.throughput(contender, c)
-                        steps[f"throughput.c{c}.{contender}"] = time.monotonic() - t0
-                        progress.advance(task)
-                results["throughput"] = {"levels": levels, "stub_latency_ms": plan.latency_ms}
-                progress.update(task, description=f"idle CPU ({plan.idle_seconds:g}s window)")
+                step(task, "start-up cost of the shipped commands")
+                t0 = time.monotonic()
+                results["startup"] = bench.startup(plan.profiles[0])
+                steps["startup"] = time.monotonic() - t0
+                progress.advance(task)
+                step(task, f"idle CPU ({plan.idle_seconds:g}s window)")
                 t0 = time.monotonic()
                 results["idle_cpu"] = bench.idle()
                 steps["idle"] = time.monotonic() - t0
                 progress.advance(task)
                 results["latency"] = {}
                 for c in plan.latency_concurrency:
-                    progress.update(task, description=f"LLM latency, {c} in flight")
+                    step(task, f"LLM latency, {c} in flight")
                     t0 = time.monotonic()
                     results["latency"][str(c)] = bench.latency(c)
                     steps[f"latency.c{c}"] = time.monotonic() - t0
                     progress.advance(task)
-            progress.update(task, description=f"{plan.inflight_target} LLM requests in flight")
+            step(task, f"{plan.inflight_target} LLM requests in flight")
             t0 = time.monotonic()
             results["inflight"] = bench.inflight()
-            results["meta"]["steps_s"]["inflight"] = time.monotonic() - t0
+            steps["inflight"] = time.monotonic() - t0
             progress.advance(task)
-            progress.update(task, description="done")
+            step(task, "done")
     finally:
         if not keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -395,6 +686,7 @@ def run_bench(
     latency_ms: float = 200.0,
     *,
     smoke: bool = False,
+    profile: str = "both",
     micro_json: Path | None = None,
     console: Console | None = None,
 ) -> int:
@@ -407,7 +699,7 @@ def run_bench(
     console = console or Console(stderr=True)
     mode = "smoke" if smoke else "quick" if quick else "full"
     try:
-        plan = make_plan(mode, concurrency=concurrency, latency_ms=latency_ms)
+        plan = make_plan(mode, concurrency=concurrency, latency_ms=latency_ms, profile=profile)
     except ValueError as exc:
         console.print(f"[red]{exc}")
         return 2
@@ -427,7 +719,12 @@ def run_bench(
         console.print(f"[red]benchmark failed: {exc}")
         return 1
     report.finish(results, old)
-    results["charts"] = ["throughput.png", "latency.png", "idle_cpu.png"]
+    results["charts"] = charts.NAMES
+    crashed = [
+        f"{profile} c={level} {run['contender']}"
+        for profile, level, run in report.throughput_lines(results)
+        if run.get("crashed")
+    ]
     (out_dir / "results.json").write_text(
         json.dumps(_json_safe(results), indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8"
     )
@@ -436,6 +733,9 @@ def run_bench(
     screen = Console()
     report.print_tables(results, screen if screen.is_terminal else Console(width=200))
     console.print(f"[green]report: {out_dir / 'report.md'}  figures: {out_dir / 'results.json'}")
+    if crashed:
+        console.print(f"[red]a contender's process failed in: {', '.join(crashed)} (see the report)")
+        return 1
     return 0
 
 
@@ -455,7 +755,17 @@ def bench(
     concurrency: Annotated[
         list[int] | None, typer.Option("--concurrency", "-c", help="levels (repeat)")
     ] = None,
-    latency_ms: Annotated[float, typer.Option("--latency-ms", help="stub LLM latency")] = 200.0,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", help="stub LLM latency of the cpu profile")
+    ] = 200.0,
+    profile: Annotated[
+        str,
+        typer.Option(
+            "--profile",
+            help="LLM profile: cpu (fixed latency, no faults), realistic (lognormal latency, median 2 s,"
+            " p99 10 s, 3% 429s, 0.5% hangs) or both",
+        ),
+    ] = "both",
     micro_json: Annotated[
         Path | None, typer.Option("--micro-json", help="pytest-benchmark JSON to include")
     ] = None,
@@ -471,7 +781,16 @@ def bench(
     """Run the A/B suite and write report.md, results.json and PNG charts."""
     if from_results is not None:
         raise typer.Exit(render_again(from_results, out, micro_json=micro_json, compare=compare))
-    code = run_bench(quick, out, compare, concurrency or None, latency_ms, smoke=smoke, micro_json=micro_json)
+    code = run_bench(
+        quick,
+        out,
+        compare,
+        concurrency or None,
+        latency_ms,
+        smoke=smoke,
+        profile=profile,
+        micro_json=micro_json,
+    )
     raise typer.Exit(code)
 
 
@@ -485,6 +804,12 @@ def render_again(
         old = json.loads(compare.read_text(encoding="utf-8")) if compare is not None else None
     except (OSError, ValueError) as exc:
         console.print(f"[red]cannot read {exc}")
+        return 2
+    if "profiles" not in results:
+        console.print(
+            f"[red]{results_json} comes from an earlier version of the suite (no profiles, bare contenders):"
+            " its figures cannot be rendered as this report; run the suite again"
+        )
         return 2
     if micro_json is not None:
         results["micro"] = _micro_summary(micro_json)

@@ -1,6 +1,6 @@
-"""PNG charts of a results document: throughput vs concurrency, LLM overhead distribution, idle CPU.
+"""PNG charts of a results document: throughput vs concurrency per profile, LLM overhead, idle cost.
 
-Each chart's title names the acceptance line it answers and the verdict of this run.
+Each chart's title names the targets it answers and this run's verdicts.
 """
 
 from __future__ import annotations
@@ -13,34 +13,56 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks.report import A2_IDLE, A2_LATENCY, A2_THROUGHPUT
-from benchmarks.scenarios import CONTENDERS, LABELS
+from benchmarks.report import IDLE_LABELS, T_IDLE_CPU, T_IDLE_WAKEUPS, T_LATENCY
+from benchmarks.scenarios import CONTENDERS, REFERENCE, SHORT
+
+#: The files :func:`draw` writes.
+NAMES = ["throughput.png", "latency.png", "idle_cpu.png"]
 
 
-def _verdict_text(results: dict[str, Any], line: str) -> str:
-    marks = [v["pass"] for v in results["verdicts"] if v["line"] == line]
+def _verdict_text(results: dict[str, Any], *lines: str) -> str:
+    marks = [v["pass"] for v in results["verdicts"] if v["line"] in lines and v.get("measured", True)]
     if not marks:
-        return "n/a"
+        return "not measured"
     return "PASS" if all(marks) else "FAIL" if not any(marks) else f"{sum(marks)}/{len(marks)} PASS"
 
 
 def throughput_chart(results: dict[str, Any], path: Path) -> Path:
-    """Todos per second against concurrency, one line per contender, and the physical limit."""
-    through = results["throughput"]
-    levels = sorted(through["levels"], key=int)
-    xs = [int(level) for level in levels]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name in CONTENDERS:
+    """Todos per second against concurrency, one panel per profile, one line per contender, and the limit."""
+    profiles = results["profiles"]
+    fig, axes = plt.subplots(1, len(profiles), figsize=(6.5 * len(profiles), 5), squeeze=False)
+    for ax, (name, prof) in zip(axes[0], profiles.items(), strict=True):
+        levels = sorted(prof["levels"], key=int)
+        for contender in CONTENDERS:
+            points = [
+                (int(lv), prof["levels"][lv][contender]) for lv in levels if contender in prof["levels"][lv]
+            ]
+            if not points:
+                continue
+            style = ":" if contender in REFERENCE else "-"
+            ax.plot(
+                [x for x, _ in points],
+                [run["todos_per_s"] for _, run in points],
+                style,
+                marker="o",
+                label=SHORT[contender],
+            )
+        limits = [
+            (int(lv), min(r["limit_todos_per_s"] for r in prof["levels"][lv].values())) for lv in levels
+        ]
         ax.plot(
-            xs, [through["levels"][lv][name]["todos_per_s"] for lv in levels], marker="o", label=LABELS[name]
+            [x for x, _ in limits], [y for _, y in limits], "k--", marker="_", markersize=14, label="limit"
         )
-    ax.plot(xs, [through["physical_limit_todos_per_s"][lv] for lv in levels], "k--", label="physical limit")
-    ax.set_xscale("log")
-    ax.set_xlabel("concurrency (todos in flight allowed)")
-    ax.set_ylabel("todos / s")
-    ax.set_title(f"{A2_THROUGHPUT}\nverdict: {_verdict_text(results, A2_THROUGHPUT)}", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency c")
+        ax.set_ylabel("todos / s (sustained)")
+        verdicts = [v for v in results["verdicts"] if f"{name} profile" in v["line"]]
+        passed = sum(v["pass"] for v in verdicts if v.get("measured", True))
+        measured = sum(1 for v in verdicts if v.get("measured", True))
+        ax.set_title(f"{name} profile\nthroughput targets: {passed}/{measured} pass", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -50,7 +72,7 @@ def throughput_chart(results: dict[str, Any], path: Path) -> Path:
 def latency_chart(results: dict[str, Any], path: Path) -> Path:
     """Distribution (CDF) of the LLM request overhead of both clients at each in-flight level."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    for level, lat in sorted(results["latency"].items(), key=lambda kv: int(kv[0])):
+    for level, lat in sorted(results.get("latency", {}).items(), key=lambda kv: int(kv[0])):
         for client, style in (("legacy", "-"), ("async", "--"), ("async_http1", ":")):
             if client not in lat:
                 continue
@@ -62,7 +84,7 @@ def latency_chart(results: dict[str, Any], path: Path) -> Path:
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("overhead per request, ms (client-seen minus stub's own time)")
     ax.set_ylabel("fraction of requests")
-    ax.set_title(f"{A2_LATENCY}\nverdict: {_verdict_text(results, A2_LATENCY)}", fontsize=9)
+    ax.set_title(f"{T_LATENCY}\nverdict: {_verdict_text(results, T_LATENCY)}", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -72,13 +94,21 @@ def latency_chart(results: dict[str, Any], path: Path) -> Path:
 
 
 def idle_chart(results: dict[str, Any], path: Path) -> Path:
-    """Idle CPU per contender."""
-    names = list(results["idle_cpu"])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar([LABELS.get(n, n) for n in names], [results["idle_cpu"][n]["cpu_ms_per_s"] for n in names])
-    ax.set_ylabel("CPU ms per second while idle")
-    ax.set_title(f"{A2_IDLE}\nverdict: {_verdict_text(results, A2_IDLE)}", fontsize=9)
-    ax.tick_params(axis="x", labelsize=7)
+    """Idle CPU and wake-ups per contender."""
+    idle = results.get("idle_cpu", {})
+    names = list(idle)
+    labels = [IDLE_LABELS.get(n, n).replace(", ", "\n") for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.bar(labels, [idle[n]["cpu_ms_per_s"] for n in names])
+    left.set_ylabel("CPU ms per second while idle")
+    right.bar(labels, [idle[n]["wakeups_per_s"] for n in names], color="tab:orange")
+    right.set_ylabel("wake-ups per second while idle")
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelsize=6)
+    fig.suptitle(
+        f"{T_IDLE_WAKEUPS}; {T_IDLE_CPU}\nverdicts: {_verdict_text(results, T_IDLE_WAKEUPS, T_IDLE_CPU)}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,30 +1,29 @@
-"""The contenders and probes, each run in a child process of its own (``python -m benchmarks.contenders``).
+"""The in-process contenders and probes, each run in a child process of its own (``python -m benchmarks.contenders``).
 
 ``python -m benchmarks.contenders KIND ARGS_JSON OUT_JSON`` runs one job and
-writes its figures to ``OUT_JSON``. Every figure is measured inside the child
-over its working window: ``time.monotonic()`` at the start and end (one
-machine-wide clock, see :mod:`benchmarks.measure`) and ``getrusage`` CPU
-time of the child and of every git subprocess it waited for.
+writes its figures to ``OUT_JSON``. The suite waits for the child with
+``os.wait4`` (its CPU figure is that of the whole process tree, see
+:mod:`benchmarks.shipped`); the job itself stamps ``time.monotonic()`` at the
+start and end of its working window (one machine-wide clock, see
+:mod:`benchmarks.measure`).
 
-Throughput jobs (one per contender):
+The shipped loops (``codeagent run --loop legacy|async``) are not jobs here:
+the suite runs the command itself. Jobs:
 
-* ``legacy_loop``: ``benchmarks.plain.legacy_agent(ws).run(until_idle=True)``, the
-  legacy ``while True`` loop, over the workspaces it is given, one after
-  another. The parent starts as many of these processes as the concurrency
-  allows, at most one per workspace (a legacy server serves one workspace).
 * ``legacy_threads``: the legacy components on a pool of ``threads`` threads,
   each calling ``LegacyAgent.process(todo)`` on todos from a shared queue
   (workspaces interleaved); git is behind one lock per repository (one git
-  writer per repo), the stores keep their ``flock`` read-modify-write.
-* ``async``: ``core_async.kernel.entry.run_kernel`` over every workspace on the
-  default asyncio loop or on uvloop, limits set to the concurrency, with a
-  :class:`~benchmarks.measure.LagTicker` sampling event-loop lag meanwhile.
-
-Idle jobs (``idle_*``) wait for work until the parent terminates them. Probe
-jobs measure the LLM clients alone: ``latency_legacy`` / ``latency_async``
-(client-seen time minus the stub's own time per request, matched by the
-stub's ``x-request-id``) and ``inflight`` (how many requests the async client
-holds in flight at once, and the memory each costs).
+  writer per repo), the stores keep their ``flock`` read-modify-write. Not a
+  shipped command: what a team would build instead of the migration.
+* ``bare_kernel``: ``core_async.kernel`` over every workspace on uvloop (or the
+  default asyncio loop), no bridge, limits set to the concurrency, with a
+  :class:`~benchmarks.measure.LagTicker` sampling event-loop lag meanwhile: the
+  previous suite's async contender, kept as a reference line.
+* ``idle_bare_kernel``: the bare kernel waiting for work until terminated.
+* probes of the LLM clients alone: ``latency_legacy`` / ``latency_async``
+  (client-seen time minus the stub's own time per request, matched by the
+  stub's ``x-request-id``) and ``inflight`` (how many requests the async
+  client holds in flight at once, and the memory each costs).
 """
 
 from __future__ import annotations
@@ -81,21 +80,6 @@ class _Window:
 
 
 # --------------------------------------------------------------------------- throughput jobs
-
-
-def legacy_loop(args: Args) -> dict[str, Any]:
-    """The legacy loop over each given workspace in turn."""
-    from benchmarks.plain import legacy_agent as build_agent
-
-    agents = [build_agent(Path(root), args["url"]) for root in args["roots"]]
-    window = _Window()
-    processed = 0
-    for agent in agents:
-        processed += agent.run(until_idle=True)
-    figures = window.close()
-    for agent in agents:
-        agent.close()
-    return {**figures, "processed": processed, **_outcome(args["roots"])}
 
 
 class _LockedGit:
@@ -181,20 +165,17 @@ def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def _kernel_options(concurrency: int, workspaces: int, *, signals: bool) -> Any:
+    """The bare kernel's options: the same limits the shipped async contenders get on their command line."""
+    from benchmarks.shipped import async_limits
     from core_async.kernel.limits import ResourceLimits
     from core_async.kernel.server_core import KernelOptions
 
-    limits = ResourceLimits(
-        max_concurrency=concurrency,
-        per_workspace=max(1, math.ceil(concurrency / workspaces)),
-        llm_slots=concurrency,
-        file_slots=max(64, concurrency),
-    )
+    limits = ResourceLimits(**async_limits(concurrency, workspaces))
     return KernelOptions(limits=limits, install_signal_handlers=signals, grace_seconds=5.0)
 
 
-def async_kernel(args: Args) -> dict[str, Any]:
-    """The async kernel over every workspace, with an event-loop lag ticker running alongside."""
+def bare_kernel(args: Args) -> dict[str, Any]:
+    """The bare async kernel over every workspace, with an event-loop lag ticker running alongside."""
     from core_async.kernel.server_core import AsyncServerCore
 
     roots = [Path(root) for root in args["roots"]]
@@ -216,7 +197,7 @@ def async_kernel(args: Args) -> dict[str, Any]:
             await core.handle_shutdown()
         return {**figures, "processed": processed, "loop_lag_ms": lag}
 
-    with asyncio.Runner(loop_factory=_loop_factory(bool(args["uvloop"]))) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory(bool(args.get("uvloop", True)))) as runner:
         result = runner.run(main())
     return {**result, **_outcome(args["roots"])}
 
@@ -224,41 +205,12 @@ def async_kernel(args: Args) -> dict[str, Any]:
 # --------------------------------------------------------------------------- idle jobs (run until terminated)
 
 
-def idle_legacy_loop(args: Args) -> dict[str, Any]:
-    """The legacy loop with nothing to do: it polls the todo file every ``poll_interval``."""
-    from benchmarks.plain import legacy_agent as build_agent
-
-    agent = build_agent(Path(args["root"]), args["url"])
-    agent.run(until_idle=False)
-    return {}
-
-
-def idle_legacy_threads(args: Args) -> dict[str, Any]:
-    """A legacy thread pool with nothing to do: a dispatcher polls the todo file, workers block on a queue."""
-    from benchmarks.plain import legacy_agent as build_agent
-    from codeagent.models import pending_todos
-
-    agent = build_agent(Path(args["root"]), args["url"])
-    work: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def worker() -> None:
-        while True:
-            agent.process(work.get())
-
-    for _ in range(int(args["threads"])):
-        threading.Thread(target=worker, daemon=True).start()
-    while True:  # the dispatcher: the legacy poll, handing todos to the pool
-        for todo in pending_todos(agent.todos.load(), agent.status.load()):
-            work.put(todo)
-        time.sleep(agent.config.poll_interval)
-
-
-def idle_async(args: Args) -> dict[str, Any]:
-    """The async kernel with nothing to do (it wakes on file-system events only); SIGTERM stops it."""
+def idle_bare_kernel(args: Args) -> dict[str, Any]:
+    """The bare async kernel with nothing to do (it wakes on file-system events only); SIGTERM stops it."""
     from core_async.kernel.entry import run_kernel
 
     options = _kernel_options(int(args.get("concurrency", 64)), 1, signals=True)
-    with asyncio.Runner(loop_factory=_loop_factory(bool(args["uvloop"]))) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory(bool(args.get("uvloop", True)))) as runner:
         runner.run(run_kernel([Path(args["root"])], llm_url=args["url"], options=options))
     return {}
 
@@ -352,7 +304,8 @@ def latency_legacy(args: Args) -> dict[str, Any]:
 def latency_async(args: Args) -> dict[str, Any]:
     """The async ``AsyncLLMClient``: ``n`` chats from ``concurrency`` tasks.
 
-    ``http`` is the client's HTTP version: ``auto`` (its default, HTTP/2 against the stub) or ``http1``.
+    ``http`` is the client's transport: ``auto`` (its default: HTTP/1.1 on aiohttp), ``http1``
+    (HTTP/1.1 on httpcore) or ``http2``.
     """
     from core_async.llm import AsyncLLMClient
 
@@ -396,20 +349,29 @@ def latency_async(args: Args) -> dict[str, Any]:
 def inflight(args: Args) -> dict[str, Any]:
     """Hold ``n`` LLM requests in flight at once through the async client; count errors and memory.
 
-    httpcore carries at most 100 streams per HTTP/2 connection (its local
-    ``MAX_CONCURRENT_STREAMS``) and opens no second connection to an origin
-    while the first is usable, so one :class:`AsyncEndpointPool` holds 100
-    requests at most. With ``pools > 1`` the requests are spread round robin
-    over that many clients, each with its own pool (one HTTP/2 connection each).
+    ``transport`` is ``auto`` (the client's default: HTTP/1.1 on aiohttp, one
+    connection per request in flight) or ``http2``. httpcore carries at most
+    100 streams per HTTP/2 connection (its local ``MAX_CONCURRENT_STREAMS``)
+    and opens no second connection to an origin while the first is usable, so
+    one HTTP/2 pool holds 100 requests at most: with ``pools > 1`` the requests
+    are spread round robin over that many clients, each with its own pool.
     """
+    import resource
+
     from core_async.llm import AsyncLLMClient
     from core_async.llm_transport import AsyncEndpointPool, HTTPVersion, PoolLimits
 
     url, n, pools = args["url"], int(args["n"]), max(1, int(args.get("pools", 1)))
+    transport = HTTPVersion(str(args.get("transport", "http2")))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, n + 1024)), hard))  # a socket each
 
     async def main() -> dict[str, Any]:
-        limits = PoolLimits(http2_streams=max(100, math.ceil(n / pools)), http2_connections=1)
-        endpoint_pools = [AsyncEndpointPool(HTTPVersion.HTTP2, limits=limits) for _ in range(pools)]
+        per_pool = max(100, math.ceil(n / pools))
+        limits = PoolLimits(
+            http2_streams=per_pool, http2_connections=1, http1_connections=max(1024, per_pool)
+        )
+        endpoint_pools = [AsyncEndpointPool(transport, limits=limits) for _ in range(pools)]
         clients = [
             AsyncLLMClient(url, "sk-bench", "stub-coder", timeout=300.0, max_retries=0, pool=pool)
             for pool in endpoint_pools
@@ -474,12 +436,9 @@ def inflight(args: Args) -> dict[str, Any]:
 
 
 JOBS: dict[str, Callable[[Args], dict[str, Any]]] = {
-    "legacy_loop": legacy_loop,
     "legacy_threads": legacy_threads,
-    "async": async_kernel,
-    "idle_legacy_loop": idle_legacy_loop,
-    "idle_legacy_threads": idle_legacy_threads,
-    "idle_async": idle_async,
+    "bare_kernel": bare_kernel,
+    "idle_bare_kernel": idle_bare_kernel,
     "latency_legacy": latency_legacy,
     "latency_async": latency_async,
     "inflight": inflight,

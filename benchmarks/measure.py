@@ -1,9 +1,12 @@
 """Measurement helpers shared by the A/B suite and ``kernel_bench.py``.
 
 * CPU time: :func:`cpu_and_wakeups` (another live process, every thread, from
-  ``/proc/<pid>/task/*/schedstat`` in nanoseconds) and :func:`own_cpu_seconds`
-  (this process and its waited-for children, e.g. the git subprocesses, from
-  ``getrusage``).
+  ``/proc/<pid>/task/*/schedstat`` in nanoseconds), :func:`tree_counters` (the
+  same summed over a process and all its descendants, with both kinds of
+  context switch) and :func:`own_cpu_seconds` (this process and its waited-for
+  children, e.g. the git subprocesses, from ``getrusage``).
+* Rates: :func:`sustained_rate`, completions per second between the 10th and
+  the 90th percentile completion instants.
 * Clocks: every process of a run stamps ``time.monotonic()``; on Linux that is
   ``CLOCK_MONOTONIC``, one clock for the whole machine, so the parent can
   compare instants recorded by different children.
@@ -61,6 +64,59 @@ def cpu_and_wakeups(proc: psutil.Process) -> tuple[float, int]:
         return cpu_ns / 1e9, switches
     times = proc.cpu_times()
     return float(times.user + times.system), int(proc.num_ctx_switches().voluntary)
+
+
+def _thread_counters(pid: int) -> tuple[float, int, int]:
+    """CPU seconds, context switches (voluntary + involuntary) and threads of one live process."""
+    cpu_ns = 0
+    switches = 0
+    threads = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            cpu_ns += int((task / "schedstat").read_text().split()[0])
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    switches += int(line.split()[1])
+            threads += 1
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+    return cpu_ns / 1e9, switches, threads
+
+
+def tree_counters(pid: int) -> dict[int, tuple[float, int, int]]:
+    """Per process of the tree rooted at ``pid`` (itself and every descendant alive now):
+    ``(CPU seconds, context switches of every thread, both kinds, threads)``. Linux only."""
+    try:
+        root = psutil.Process(pid)
+        pids = [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return {}
+    out: dict[int, tuple[float, int, int]] = {}
+    for member in pids:
+        try:
+            out[member] = _thread_counters(member)
+        except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            continue
+    return out
+
+
+def sustained_rate(instants: Sequence[float]) -> tuple[float, float] | None:
+    """``(completions per second, window seconds)`` between the 10th and 90th percentile instants.
+
+    The window leaves out the start (processes starting, the first answers
+    still on their way) and the drain (the last, slowest todos, a hang's
+    timeout); ``None`` with fewer than 10 instants or a window of no length.
+    """
+    if len(instants) < 10:
+        return None
+    ordered = sorted(instants)
+    n = len(ordered)
+    low = math.floor(0.1 * n)
+    high = math.ceil(0.9 * n) - 1
+    window = ordered[high] - ordered[low]
+    if high <= low or window <= 0:
+        return None
+    return (high - low) / window, window
 
 
 def own_cpu_seconds() -> float:

@@ -70,6 +70,7 @@ class BridgeRuntime:
         watch: bool = True,
         shadow_timeout: float = 30.0,
         health_interval: float = 1.0,
+        write_health: bool = True,
     ) -> None:
         self.workspace = workspace
         self.flags_path = flags_path or workspace / FLAGS_RELPATH
@@ -87,8 +88,13 @@ class BridgeRuntime:
         self.watcher = FlagWatcher(self.store, notifier=flag_notifier()).start() if watch else None
         self._stop = threading.Event()
         self._health_interval = health_interval
-        self._health_thread = threading.Thread(target=self._write_health, name="bridge-health", daemon=True)
-        self._health_thread.start()
+        # A process that routes calls but drives no loop (an API front) leaves the health file to the loop's.
+        self._health_thread: threading.Thread | None = None
+        if write_health:
+            self._health_thread = threading.Thread(
+                target=self._write_health, name="bridge-health", daemon=True
+            )
+            self._health_thread.start()
 
     @property
     def counters(self) -> dict[str, BridgeCounters]:
@@ -177,10 +183,12 @@ class BridgeRuntime:
         """Stop the watcher and the health thread, flush mismatches and health."""
         self._stop.set()
         self._health_due.set()
-        self._health_thread.join(timeout=5)
+        if self._health_thread is not None:
+            self._health_thread.join(timeout=5)
         if self.watcher is not None:
             self.watcher.stop()
-        self.flush_health()
+        if self._health_thread is not None:
+            self.flush_health()
         for dispatcher in (self._sync, self._async):
             if dispatcher is not None:
                 dispatcher.close()

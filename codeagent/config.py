@@ -8,6 +8,7 @@ silently ignored.
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,8 +32,28 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: The transports an endpoint may be spoken to with (see ``core_async/llm_transport.py``).
+LLMTransport = Literal["auto", "aiohttp", "http1", "http2", "probe"]
+
+
 class LLMConfig(_Model):
-    """Where the OpenAI-compatible endpoint is and how to talk to it."""
+    """Where the OpenAI-compatible endpoint is and how to talk to it.
+
+    The keys after ``temperature`` steer the async client (and its generated
+    sync twin); the legacy client ignores them and keeps its behaviour:
+
+    * ``transport``: ``auto`` (the client's default: HTTP/1.1 on aiohttp for the
+      async client, on httpcore for the sync twin), ``aiohttp``, ``http1``
+      (httpcore), ``http2`` (httpcore, prior knowledge on ``http://``) or
+      ``probe`` (HTTP/2 if the endpoint speaks it, else ``http1``);
+    * ``hedge``: send one copy of a request that has no first byte by the
+      endpoint's observed p95 (at most 5% of requests; async only);
+    * ``stream``: ask for the answer as server-sent events and join them;
+    * ``stream_idle_timeout``: seconds an answer may go without a byte once it
+      has started (then it is retried); ``null`` turns it off (async only);
+    * ``pace_retry_after``: during a burst of 429s every request to the
+      endpoint waits for the latest ``Retry-After``.
+    """
 
     base_url: str | None = None
     api_key: str = "sk-local"
@@ -40,6 +61,11 @@ class LLMConfig(_Model):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=20)
     temperature: float = Field(default=0.0, ge=0, le=2)
+    transport: LLMTransport = "auto"
+    hedge: bool = True
+    stream: bool = False
+    stream_idle_timeout: float | None = Field(default=10.0, gt=0)
+    pace_retry_after: bool = True
 
 
 class APIConfig(_Model):

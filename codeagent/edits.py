@@ -75,8 +75,14 @@ def parse_edit_blocks(text: str) -> list[EditBlock]:
     """Parse every SEARCH/REPLACE block of an LLM answer.
 
     Raises :class:`EditError` naming the block (1-based) for an unterminated
-    block, a missing divider or a block with no file name.
+    block, a missing divider or a block with no file name, and for an answer
+    that is not UTF-8 text (a lone surrogate, which a JSON ``\ud800`` escape
+    decodes to: no file and no checkpoint could hold it).
     """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EditError(f"the answer is not UTF-8 text (a lone surrogate at character {exc.start})") from None
     lines = text.splitlines(keepends=True)
     blocks: list[EditBlock] = []
     current_path: str | None = None

@@ -47,6 +47,8 @@ def parse_document(
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(source, f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from exc
+    except RecursionError as exc:  # "[[[[..." thousands deep: the decoder recurses per level
+        raise error(source, "not valid JSON: nested too deeply") from exc
     if not isinstance(data, dict):
         raise error(source, "the document must be a JSON object")
     try:

@@ -33,6 +33,8 @@ CHECKPOINTS_RELDIR = f"{STATE_DIR}/checkpoints"
 AGENT_LOCK_RELPATH = f"{STATE_DIR}/agent.lock"
 #: The feature flags (their audit log and health file live beside it, wherever it is).
 FLAGS_RELPATH = f"{STATE_DIR}/flags.toml"
+#: A fleet workspace's id, as the fleet's database knows it (with its path).
+WORKSPACE_ID_RELPATH = f"{STATE_DIR}/workspace.json"
 #: Shadow runs' disagreements (JSON lines).
 MISMATCHES_RELPATH = f"{STATE_DIR}/shadow-mismatches.jsonl"
 #: The migration's marker of the state format, journal, staging area and backups.
@@ -40,6 +42,10 @@ FORMAT_MARKER_RELPATH = f"{STATE_DIR}/format.json"
 MIGRATE_JOURNAL_RELPATH = f"{STATE_DIR}/migrate-journal.json"
 MIGRATE_STAGING_RELPATH = f"{STATE_DIR}/migrate-staging"
 BACKUPS_RELDIR = f"{STATE_DIR}/backup"
+#: Where the state lives when it is not in the files above (PostgreSQL: DSN, workspace id, since when),
+#: and the journal of a move between files and PostgreSQL (``codeagent migrate apply --to ...``).
+STORE_MARKER_RELPATH = f"{STATE_DIR}/store.json"
+STORE_JOURNAL_RELPATH = f"{STATE_DIR}/store-journal.json"
 
 
 def checkpoint_relpath(todo_id: str) -> str:
@@ -51,13 +57,20 @@ def check_relative_path(path: str) -> str:
     """Return the normalised relative path, or raise :class:`WorkspaceViolation`.
 
     Refuses empty paths, absolute paths (POSIX or Windows style), any ``..``
-    component, NUL bytes, and anything inside ``.git`` or the agent's own
-    state directory ``.agent``.
+    component, NUL bytes and other control characters (a newline or CR in a
+    name), names that are not UTF-8 text (lone surrogates), components starting
+    with ``-`` (they read as options to a command), anything inside a ``.git``
+    directory at any depth (a nested repository's hooks run code), and
+    anything inside the agent's own state directory ``.agent``.
     """
     if not path or not path.strip():
         raise WorkspaceViolation(path, "empty path")
     if "\x00" in path:
         raise WorkspaceViolation(path, "NUL byte in path")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        raise WorkspaceViolation(path, "control character (newline, CR, ...) in path")
+    if not _is_utf8(path):
+        raise WorkspaceViolation(path, "path is not UTF-8 text")
     if path.startswith(("/", "\\")) or PureWindowsPath(path).drive:
         raise WorkspaceViolation(path, "absolute paths are not allowed")
     parts = PurePosixPath(path.replace("\\", "/")).parts
@@ -70,7 +83,19 @@ def check_relative_path(path: str) -> str:
         raise WorkspaceViolation(path, "writes into .git/ are not allowed")
     if parts[0] == STATE_DIR:
         raise WorkspaceViolation(path, f"{STATE_DIR}/ holds the agent's own state and is not editable")
+    if any(part.lower() == ".git" for part in parts[1:]):
+        raise WorkspaceViolation(path, "writes into a nested repository's .git/ are not allowed")
+    if any(part.startswith("-") for part in parts):
+        raise WorkspaceViolation(path, "a name starting with '-' would read as an option")
     return "/".join(parts)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_resolved(root_real: str, target_real: str, path: str) -> None:
@@ -79,8 +104,8 @@ def check_resolved(root_real: str, target_real: str, path: str) -> None:
     if not (target_real + "/").startswith(root) or target_real == root_real:
         raise WorkspaceViolation(path, "resolves outside the workspace (symlink?)")
     inner = target_real[len(root) :]
-    first = inner.split("/", 1)[0]
-    if first.lower() == ".git":
+    parts = inner.split("/")
+    if any(part.lower() == ".git" for part in parts):
         raise WorkspaceViolation(path, "resolves into .git/")
-    if first == STATE_DIR:
+    if parts[0] == STATE_DIR:
         raise WorkspaceViolation(path, f"resolves into {STATE_DIR}/")

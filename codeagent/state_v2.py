@@ -81,7 +81,7 @@ def parse_checkpoint(text: str, source: str) -> CheckpointV2:
         pass
     try:
         data: Any = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         data = None  # parse_document reports the syntax error with its line
     if isinstance(data, dict) and "schema_version" in data:
         return parse_document(text, CheckpointV2, source, StateFileError)
@@ -94,7 +94,7 @@ def last_seq(text: str | None) -> int:
         return 0
     try:
         data: Any = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return 0
     seq = data.get("seq") if isinstance(data, dict) else None
     return seq if isinstance(seq, int) and seq >= 0 else 0

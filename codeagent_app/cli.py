@@ -18,7 +18,9 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
+    from codeagent_app.chaos.command import chaos
     from codeagent_app.flags_cli import flags_app
+    from codeagent_app.fleet_cli import queue_app, worker
     from codeagent_app.status_cli import status
     from codeagent_app.todo_cli import todo_app
     from migration.cli import migrate_app
@@ -27,6 +29,9 @@ def _register_subcommands() -> None:
     app.command("status")(status)
     app.add_typer(flags_app, name="flags")
     app.add_typer(migrate_app, name="migrate")
+    app.add_typer(queue_app, name="queue")
+    app.command("worker")(worker)
+    app.command("chaos")(chaos)
 
 
 _register_subcommands()
@@ -158,10 +163,24 @@ def serve(
     llm_slots: LLMSlotsOpt = None,
     file_slots: FileSlotsOpt = None,
     workers: WorkersOpt = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue",
+            help="Serve a fleet instead: the API over every workspace of this PostgreSQL DSN"
+            " (workers run elsewhere: codeagent worker --queue DSN).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Bearer token of the fleet's API (with --queue).")
+    ] = None,
 ) -> None:
     """Run the agent loop with its HTTP API (several workspaces with --loop async)."""
     from codeagent_app.runner import LoopRequest
 
+    if queue is not None:
+        _serve_fleet(queue, host, port, token)
+        return
     _check_loop(loop)
     _drive(
         LoopRequest(
@@ -181,6 +200,20 @@ def serve(
             ),
         )
     )
+
+
+def _serve_fleet(dsn: str, host: str, port: int, token: str | None) -> None:
+    import asyncio
+
+    import psycopg
+
+    from codeagent.errors import AgentError
+    from codeagent_app.fleet import serve_fleet
+
+    try:
+        asyncio.run(serve_fleet(dsn, host, port, token, []))
+    except (AgentError, psycopg.Error, OSError) as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -212,7 +245,25 @@ def bench(
     concurrency: Annotated[
         list[int] | None, typer.Option("--concurrency", "-c", help="Concurrency levels (repeatable).")
     ] = None,
-    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Stub LLM latency.")] = 200.0,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", help="Stub LLM latency of the cpu profile.")
+    ] = 200.0,
+    profile: Annotated[
+        str,
+        typer.Option(
+            "--profile",
+            help="LLM profile: cpu (fixed latency, no faults), realistic (lognormal latency, median 2 s,"
+            " p99 10 s, 3% 429s with Retry-After, 0.5% hangs) or both.",
+        ),
+    ] = "both",
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet",
+            help="The fleet benchmark instead: 1, 2 and 4 `codeagent worker --queue` processes through"
+            " PostgreSQL (CODEAGENT_TEST_PG or the local server) on the realistic profile.",
+        ),
+    ] = False,
     micro_json: Annotated[
         Path | None, typer.Option("--micro-json", help="pytest-benchmark JSON to include in the report.")
     ] = None,
@@ -225,12 +276,25 @@ def bench(
         ),
     ] = None,
 ) -> None:
-    """The A/B suite: legacy vs async on one workload; report.md, results.json and PNG charts."""
+    """The A/B suite: legacy vs async as shipped, cpu and realistic LLM profiles; report.md, results.json, charts."""
+    if fleet:
+        from benchmarks.fleet import main as fleet_main
+
+        raise typer.Exit(fleet_main([*(["--quick"] if quick else []), *(["--out", str(out)] if out else [])]))
     from benchmarks.ab import render_again, run_bench  # matplotlib and friends: only when benchmarking
 
     if from_results is not None:
         raise typer.Exit(render_again(from_results, out, micro_json=micro_json, compare=compare))
-    code = run_bench(quick, out, compare, concurrency or None, latency_ms, smoke=smoke, micro_json=micro_json)
+    code = run_bench(
+        quick,
+        out,
+        compare,
+        concurrency or None,
+        latency_ms,
+        smoke=smoke,
+        profile=profile,
+        micro_json=micro_json,
+    )
     raise typer.Exit(code)
 
 
@@ -249,9 +313,29 @@ def llm_stub(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the stub's random choices.")] = 0,
     rules: Annotated[Path | None, typer.Option("--rules", help="A rules file (TOML).")] = None,
     retry_after: Annotated[float, typer.Option("--retry-after", help="Retry-After seconds on 429.")] = 1.0,
+    latency_p99_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--latency-p99-ms", help="Draw each latency from a lognormal: median --latency-ms, this p99."
+        ),
+    ] = None,
+    fault_rates: Annotated[
+        str,
+        typer.Option("--fault-rates", help="Probability per fault kind, e.g. 429=0.03,hang=0.005."),
+    ] = "",
+    draws: Annotated[
+        str,
+        typer.Option(
+            "--draws",
+            help="sequence (one seeded stream, arrival order) or prompt (draws keyed by each request's"
+            " messages: the same workload meets the same latencies and faults in any order).",
+        ),
+    ] = "sequence",
+    hang_s: Annotated[float, typer.Option("--hang-s", help="How long a 'hang' fault lasts.")] = 3600.0,
 ) -> None:
     """Serve the OpenAI-compatible stub LLM (HTTP/1.1 and cleartext HTTP/2)."""
     from llm_stub import RulesError, StubOptions, serve_forever
+    from llm_stub.options import parse_fault_rates
 
     kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
     try:
@@ -263,6 +347,10 @@ def llm_stub(
             seed=seed,
             rules_path=str(rules) if rules else None,
             retry_after_s=retry_after,
+            latency_p99_ms=latency_p99_ms,
+            fault_rates=parse_fault_rates(fault_rates),
+            draws=draws,
+            hang_s=hang_s,
         )
         serve_forever(options, host, port)
     except (ValueError, RulesError, OSError) as exc:

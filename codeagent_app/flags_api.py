@@ -2,7 +2,8 @@
 
 Mounted on both API servers (legacy and async) as extra JSON routes; the
 servers know nothing of flags. Writes go through the same validated, atomic,
-audited path as the CLI, with source ``api``.
+audited path as the CLI, with source ``api``, or ``ui`` when the body says
+``"source": "ui"`` (the dashboard's controls).
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from typing import Any
 from codeagent.protocols import ExtraRoute
 from codeagent_app.flags_cli import flags_document
 from feature_flags import COMPONENTS, ComponentChange, FlagFileError, Mode, update_flags
+from feature_flags.writer import FlagFileInvalid
+
+#: The audit sources a ``PUT /flags/{component}`` may name (default ``api``).
+SOURCES = ("api", "ui")
+#: The reason recorded when the body gives none, per source.
+_DEFAULT_REASON = {"api": "set through the API", "ui": "set from the dashboard"}
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, Any]:
@@ -36,7 +43,7 @@ def flags_routes(flags_path: Path) -> list[ExtraRoute]:
             return _error(404, "not_found", f"no component {ident!r}; known: {', '.join(COMPONENTS)}")
         if not isinstance(body, dict):
             return _error(400, "invalid_request", 'body must be a JSON object like {"mode": "new"}')
-        unknown = sorted(set(body) - {"mode", "percent", "serve", "reason"})
+        unknown = sorted(set(body) - {"mode", "percent", "serve", "reason", "source"})
         if unknown:
             return _error(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}")
         try:
@@ -46,6 +53,9 @@ def flags_routes(flags_path: Path) -> list[ExtraRoute]:
         percent = body.get("percent")
         if mode is Mode.CANARY and not isinstance(percent, int | float):
             return _error(400, "invalid_request", "percent: a number 0-100 is required with mode 'canary'")
+        source = body.get("source", "api")
+        if source not in SOURCES:
+            return _error(400, "invalid_request", f"source: must be one of {', '.join(SOURCES)}")
         serve = body.get("serve")
         if serve is not None and serve not in ("legacy", "new"):
             return _error(400, "invalid_request", "serve: must be 'legacy' or 'new'")
@@ -58,11 +68,13 @@ def flags_routes(flags_path: Path) -> list[ExtraRoute]:
             update_flags(
                 flags_path,
                 components={ident: change},
-                source="api",
-                reason=str(body.get("reason") or "set through the API"),
+                source=source,
+                reason=str(body.get("reason") or _DEFAULT_REASON[source]),
             )
-        except FlagFileError as exc:
-            return _error(409 if "flags" in exc.path else 400, "invalid_request", str(exc))
+        except FlagFileInvalid as exc:  # the file as it stands: a conflict with whoever is editing it
+            return _error(409, "conflict", f"the flag file must be fixed first: {exc}")
+        except FlagFileError as exc:  # the change itself would make the file invalid
+            return _error(400, "invalid_request", str(exc))
         return get(ident, None)
 
     return [ExtraRoute("GET", "/flags", get), ExtraRoute("PUT", "/flags", put)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +35,28 @@ FlagsOpt = Annotated[
 ]
 
 
+#: The flag stores this process routes by, by flag file (see :func:`register_in_force`).
+_IN_FORCE: weakref.WeakValueDictionary[Path, FlagStore] = weakref.WeakValueDictionary()
+
+
+def _key(path: Path) -> Path:
+    """The flag file's absolute path, its last component kept (it may be a symlink being swapped)."""
+    path = path.expanduser()
+    return path.parent.resolve() / path.name
+
+
+def register_in_force(store: FlagStore) -> None:
+    """Say that this process routes by ``store``.
+
+    :func:`flags_document` of its file then reports what ``store`` holds in
+    force (the last good flags and the reason after a bad edit) instead of
+    reading the file afresh, which after a bad edit would report the defaults
+    while the running loop routes by the last good flags. Kept while the store
+    lives (its runtime holds it).
+    """
+    _IN_FORCE[_key(store.path)] = store
+
+
 def flags_path(workspace: Path, flags: Path | None) -> Path:
     """The flag file a command acts on."""
     return (flags or workspace / FLAGS_RELPATH).expanduser().resolve()
@@ -57,8 +80,17 @@ def _since(path: Path) -> dict[str, tuple[str, str]]:
 
 
 def flags_document(path: Path) -> dict[str, Any]:
-    """What ``flags show --json`` and ``GET /flags`` answer: the flags in force, per component, with health."""
-    store = FlagStore(path)
+    """What ``flags show --json`` and ``GET /flags`` answer: the flags in force, per component, with health.
+
+    In a process that routes by the file (a loop and its API, the dashboard),
+    the flags in force are its store's (:func:`register_in_force`); elsewhere
+    (the CLI) the file's, or the defaults when it is invalid, with the error.
+    """
+    store = _IN_FORCE.get(_key(path))
+    if store is None:
+        store = FlagStore(path)
+    else:
+        store.reload()  # what its watcher is about to do anyway: a change just made shows at once
     current = store.flags
     since = _since(path)
     health = read_health(path)

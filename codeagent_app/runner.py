@@ -38,6 +38,7 @@ from feature_flags import AuditEntry, Change, FlagStore, append_entry
 from legacy.workspace_lock import hold_workspace
 
 if TYPE_CHECKING:
+    from codeagent.mounts import Mount
     from core_async.kernel.components import ComponentProvider
 
 log = logging.getLogger("codeagent.runner")
@@ -70,6 +71,15 @@ def resolve_workspace(workspace: Path) -> Path:
     return root
 
 
+def refuse_state_elsewhere(root: Path) -> None:
+    """:class:`ConfigError` when the workspace's files are not its state (it moved to PostgreSQL), so no loop runs on them."""
+    from migration.store import state_elsewhere
+
+    reason = state_elsewhere(root)
+    if reason is not None:
+        raise ConfigError(str(root), f"not run on its files: {reason}")
+
+
 def flags_path(root: Path, flags: Path | None) -> Path:
     """The flag file: ``--flags``, else the workspace's own."""
     return flags.expanduser().resolve() if flags else root / FLAGS_RELPATH
@@ -87,6 +97,8 @@ def choose_loop(root: Path, loop: str | None, flags: Path | None) -> tuple[str, 
 def drive(request: LoopRequest) -> int:
     """Run the chosen loop on the workspaces until it stops; return how many todos it processed."""
     roots = [resolve_workspace(w) for w in request.workspaces or [Path(".")]]
+    for root in roots:
+        refuse_state_elsewhere(root)
     chosen, fallback = choose_loop(roots[0], request.loop, request.flags)
     if chosen == "async":
         from codeagent_app.workers import drive_workers, usable_cpus
@@ -158,8 +170,14 @@ def routed_components(flags: Path | None) -> Callable[[Path], ComponentProvider]
     """Each workspace's components for the async kernel: the bridge's facades, routed by its flags."""
     from bridge.runtime import BridgeRuntime
     from bridge.wiring import RoutedComponents
+    from codeagent_app.flags_cli import register_in_force
 
-    return lambda root: RoutedComponents(BridgeRuntime(root, flags_path(root, flags)))
+    def provider(root: Path) -> ComponentProvider:
+        runtime = BridgeRuntime(root, flags_path(root, flags))
+        register_in_force(runtime.store)  # GET /flags and /ui report what this loop routes by
+        return RoutedComponents(runtime)
+
+    return provider
 
 
 def _drive_async(request: LoopRequest, roots: list[Path]) -> int:
@@ -185,6 +203,10 @@ def _drive_async(request: LoopRequest, roots: list[Path]) -> int:
     host, port = request.api
     extra = flags_routes(flags_path(roots[0], request.flags))
     options = replace(options, host=host, port=port, extra_routes=extra)
+    # The dashboard at /ui (issue 15): a mount of the API server, which knows nothing of it.
+    from codeagent_app.dashboard import dashboard_mounts
+
+    options = replace(options, mounts=dashboard_mounts(request, roots, "async"))
     return serve_async(roots, llm_url=request.llm_url, use_uvloop=request.use_uvloop, options=options)
 
 
@@ -239,13 +261,22 @@ def _stop_on_signals(on_stop: Callable[[], None]) -> Iterator[None]:
         os.close(read_fd)
 
 
+def _dashboard(request: LoopRequest, root: Path) -> list[Mount]:
+    """The dashboard at ``/ui`` on the legacy server (issue 15)."""
+    from codeagent_app.dashboard import dashboard_mounts
+
+    return dashboard_mounts(request, [root], "legacy")
+
+
 def _drive_legacy(request: LoopRequest, root: Path) -> int:
     from bridge.runtime import BridgeRuntime
     from bridge.wiring import routed_sync_components, routed_sync_config
+    from codeagent_app.flags_cli import register_in_force
     from legacy.agent import LegacyAgent
     from legacy.api import LegacyAPIServer
 
     runtime = BridgeRuntime(root, flags_path(root, request.flags))
+    register_in_force(runtime.store)  # GET /flags and /ui report what this loop routes by
     try:
         config = routed_sync_config(runtime, root).load()
         with llm_endpoint(request.llm_url, config.llm.base_url) as url:
@@ -265,6 +296,7 @@ def _drive_legacy(request: LoopRequest, root: Path) -> int:
                         on_todo_added=lambda _todo: agent.wake(),
                         extra_routes=flags_routes(flags_path(root, request.flags)),
                         root=root,
+                        mounts=_dashboard(request, root),  # the dashboard at /ui (issue 15)
                     )
                     api.start()
                     print(f"codeagent: API listening on {api.url}", file=sys.stderr, flush=True)

@@ -2,8 +2,11 @@
 
 Reads, never writes: who holds the workspace (``.agent/agent.lock``: the loop
 kind and pid, or nobody), the status file (what the loop recorded, each
-todo's status), the flag file and the migration's format marker. An
-unreadable file is reported and the rest is still shown (exit 1).
+todo's status), the flag file and the migration's format marker. When the
+state lives in PostgreSQL (``.agent/store.json``), the todos and their status
+come from the database it names, and the format line says so. An unreadable
+file (or a database that does not answer) is reported and the rest is still
+shown (exit 1).
 """
 
 from __future__ import annotations
@@ -49,14 +52,23 @@ def status_document(root: Path) -> tuple[dict[str, Any], list[str]]:
     holder = workspace_holder(root)
     status = StatusFile()
     todos: list[Todo] = []
-    try:
-        status = StatusStore(root).load()
-    except AgentError as exc:
-        problems.append(str(exc))
-    try:
-        todos = TodoStore(root).load()
-    except AgentError as exc:
-        problems.append(str(exc))
+    fmt = workspace_status(root)
+    if fmt["store"]["kind"] == "postgresql":  # moved by `codeagent migrate apply --to postgres`
+        from migration.postgres import load_todos_and_status
+
+        try:
+            todos, status = load_todos_and_status(root)
+        except AgentError as exc:
+            problems.append(str(exc))
+    else:
+        try:
+            status = StatusStore(root).load()
+        except AgentError as exc:
+            problems.append(str(exc))
+        try:
+            todos = TodoStore(root).load()
+        except AgentError as exc:
+            problems.append(str(exc))
     running = holder is not None
     current = [todo_id for todo_id, s in status.todos.items() if s.status is TodoStatus.RUNNING]
     if running and status.agent.current_todo and status.agent.current_todo not in current:
@@ -72,7 +84,6 @@ def status_document(root: Path) -> tuple[dict[str, Any], list[str]]:
     except (OSError, ValueError) as exc:
         problems.append(f"flags: {exc}")
         flags = None
-    fmt = workspace_status(root)
     doc: dict[str, Any] = {
         "workspace": str(root),
         "loop": {
@@ -95,7 +106,7 @@ def status_document(root: Path) -> tuple[dict[str, Any], list[str]]:
             else None
         ),
         "flags": flags,
-        "state_format": {"format": fmt["format"], "migrated_at": fmt["migrated_at"]},
+        "state_format": {"format": fmt["format"], "migrated_at": fmt["migrated_at"], "store": fmt["store"]},
         "problems": problems,
     }
     return doc, problems
@@ -147,7 +158,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """What the agent is doing: loop and pid (or not running), current todos, counts, last error, flags, format."""
-    root = workspace_root(workspace)
+    root = workspace_root(workspace, files_are_state=False)
     doc, problems = status_document(root)
     if as_json:
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))

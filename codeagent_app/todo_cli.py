@@ -54,11 +54,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def workspace_root(workspace: Path) -> Path:
-    """The workspace directory, resolved; exits 2 naming ``--workspace`` when it does not exist."""
+def workspace_root(workspace: Path, *, files_are_state: bool = True) -> Path:
+    """The workspace directory, resolved; exits 2 naming ``--workspace`` when it does not exist.
+
+    With ``files_are_state``, also when its state moved to PostgreSQL (the files are then not its state).
+    """
     root = workspace.expanduser().resolve()
     if not root.is_dir():
         fail(f"--workspace: {workspace} does not exist or is not a directory")
+    if files_are_state:
+        from migration.store import state_elsewhere
+
+        reason = state_elsewhere(root)
+        if reason is not None:
+            fail(f"{root}: {reason}")
     return root
 
 
@@ -111,6 +120,14 @@ def add(
         list[str] | None, typer.Option("--file", "-f", help="A file the todo concerns (repeatable).")
     ] = None,
     as_json: JsonOpt = False,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue",
+            help="Add it to a fleet (PostgreSQL DSN): the state goes to the database and a worker is asked"
+            " to drain the workspace (it joins the fleet on first use).",
+        ),
+    ] = None,
 ) -> None:
     """Add a todo to a workspace's todo list; print its id (or, with --json, the todo)."""
     from pydantic import ValidationError
@@ -120,7 +137,7 @@ def add(
     from codeagent.paths import check_relative_path
     from legacy.todos import TodoStore
 
-    root = workspace_root(workspace)
+    root = workspace_root(workspace, files_are_state=queue is None)
     try:
         check_todo_text(text)
         files = [check_relative_path(f) for f in file or []]
@@ -129,7 +146,7 @@ def add(
     except WorkspaceViolation as exc:
         fail(f"--file: {exc}")
     try:
-        todo = TodoStore(root).add(text, files)
+        todo = TodoStore(root).add(text, files) if queue is None else _add_to_fleet(queue, root, text, files)
     except ValidationError as exc:
         fail(validation_line(exc))
     except AgentError as exc:
@@ -138,6 +155,20 @@ def add(
         _print_json(todo_view(todo, None))
     else:
         typer.echo(todo.id)
+
+
+def _add_to_fleet(dsn: str, root: Path, text: str, files: list[str]) -> Todo:
+    import asyncio
+
+    import psycopg
+
+    from codeagent.errors import AgentError
+    from codeagent_app.fleet import add_todo
+
+    try:
+        return asyncio.run(add_todo(dsn, root, text, files))
+    except psycopg.Error as exc:
+        raise AgentError(f"the fleet's database: {exc}") from exc
 
 
 # ----------------------------------------------------------------- list

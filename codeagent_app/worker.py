@@ -17,9 +17,11 @@ workspace was held by someone else.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
@@ -45,6 +47,7 @@ class WorkerSpec:
     use_uvloop: bool = True
     grace_seconds: float = 10.0
     limits: dict[str, int] = field(default_factory=dict)
+    supervisor_pid: int | None = None
 
     def to_json(self) -> str:
         """The spec as the command line argument the worker is started with."""
@@ -145,6 +148,19 @@ def claim(roots: list[Path], index: int, capacity: int, stack: ExitStack) -> lis
     return claimed
 
 
+def die_with(supervisor_pid: int | None) -> None:
+    """Be sent SIGTERM when the supervisor dies (even by SIGKILL): an orphan would hold its workspaces."""
+    if supervisor_pid is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor_pid:  # it died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _fixed_endpoint(url: str) -> Callable[[], Any]:
     @asynccontextmanager
     async def endpoint() -> AsyncIterator[str]:
@@ -162,6 +178,7 @@ def run(spec: WorkerSpec) -> int:
     from core_async.kernel.loop_policy import run_on_best_loop
     from core_async.kernel.server_core import KernelOptions
 
+    die_with(spec.supervisor_pid)
     pipe = EventPipe(spec.events_fd)
     with ExitStack() as stack:
         roots = [Path(p) for p in spec.workspaces]

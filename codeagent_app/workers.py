@@ -178,6 +178,7 @@ class Supervisor:
             use_uvloop=self.request.use_uvloop,
             grace_seconds=self.request.grace_seconds,
             limits=dict(self.request.limits),
+            supervisor_pid=os.getpid(),
         )
         env = {**os.environ, MULTIPROC_ENV: self.metrics_dir}
         try:
@@ -249,6 +250,7 @@ class Supervisor:
 
     @asynccontextmanager
     async def _api(self) -> Any:
+        from codeagent_app.dashboard import dashboard_mounts
         from codeagent_app.flags_api import flags_routes
         from codeagent_app.runner import flags_path
         from core_async.kernel.api_app import create_api_app
@@ -260,13 +262,18 @@ class Supervisor:
         host, port = self.request.api
         config = await asyncio.to_thread(load_config, self.roots[0])
         workers_route = ExtraRoute("GET", "/workers", self._workers_handler())
+        fronts = [
+            FrontWorkspace(root, label, self.events, self.request.flags)
+            for root, label in _labelled(self.roots)
+        ]
         app = create_api_app(
-            [FrontWorkspace(root, label, self.events) for root, label in _labelled(self.roots)],
+            fronts,
             metrics=MetricsCollector(),
             events=self.events,
             token=config.api.token,
             extra_routes=[*flags_routes(flags_path(self.roots[0], self.request.flags)), workers_route],
             limits=self._limits_view,
+            mounts=dashboard_mounts(self.request, self.roots, "async"),  # the dashboard at /ui (issue 15)
         )
         server = ApiServer(app, host, port)
         try:
@@ -283,6 +290,9 @@ class Supervisor:
             yield server
         finally:
             await server.aclose()
+            for front in fronts:
+                await front.runtime.drain()
+                await asyncio.to_thread(front.runtime.close)
 
     def _limits_view(self) -> dict[str, Any]:
         """``GET /v1/limits`` of the set: each worker's ceilings, and what all of them use now."""
@@ -332,12 +342,19 @@ class FrontWorkspace:
     ``todo.added`` is published here, where the API runs.
     """
 
-    def __init__(self, root: Path, label: str, events: EventBus) -> None:
-        import core_async.components as build
+    def __init__(self, root: Path, label: str, events: EventBus, flags: Path | None) -> None:
+        from bridge.runtime import BridgeRuntime
+        from bridge.wiring import RoutedComponents
+        from codeagent_app.flags_cli import register_in_force
+        from codeagent_app.runner import flags_path
 
         self.label = label
         self.path = str(root)
-        self.todos, self.status, self.checkpoints = build.build_stores(root)
+        # Routed as the workers' stores are, so the flags steer what the API writes too; the health
+        # file stays the workers' to write.
+        self.runtime = BridgeRuntime(root, flags_path(root, flags), write_health=False)
+        register_in_force(self.runtime.store)  # GET /flags and /ui: what the set routes by (the same file)
+        self.todos, self.status, self.checkpoints = RoutedComponents(self.runtime).stores(root)
         self._events = events
 
     @property
@@ -350,6 +367,12 @@ class FrontWorkspace:
         todo = await self.todos.add(text, files)
         self._events.publish("todo.added", workspace=self.label, todo_id=todo.id, text=todo.text)
         return todo
+
+    async def operate(self, action: Any, todo_ids: Sequence[str], *, source: str) -> Any:
+        """Retry or cancel, on the workspace's files (its worker wakes on the requeue notice)."""
+        from core_async.kernel.api_app import operate_on_files
+
+        return await operate_on_files(self.root, action, todo_ids, source=source)
 
 
 def drive_workers(request: LoopRequest, roots: Sequence[Path], workers: int) -> int:

@@ -19,6 +19,8 @@ async (here)       sync (core_sync)    what it is
 ``atimeout``       ``timeout``         a hard deadline around a block
 ``ashared_lock``   ``shared_lock``     a lock shared by key (one git writer per repo)
 ``await_event``    ``wait_event``      wait for an event with a timeout
+``AsyncHedge``     ``SyncHedge``       race an attempt against one delayed copy (sync: no copy)
+``aiohttp_transport`` (same name)      HTTP/1.1 on aiohttp (sync: ``None``, no such client)
 =================  ==================  ==========================================
 
 Thread hops are the one price async file I/O pays (aiofiles is a thread hop per
@@ -29,18 +31,22 @@ read-modify-write of a state file, a batch of reads), never once per syscall.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
+
+import httpx
 
 from core_async import _httpcore_fixes
 from core_async._process import PIDFD, spawn_and_collect
 
 T = TypeVar("T")
 P = ParamSpec("P")
+log = logging.getLogger(__name__)
 
 ALock = asyncio.Lock
 ASemaphore = asyncio.Semaphore
@@ -55,8 +61,10 @@ __all__ = [
     "AEvent",
     "ALock",
     "ASemaphore",
+    "AsyncHedge",
     "ProcessResult",
     "agather",
+    "aiohttp_transport",
     "arun_process",
     "ashared_lock",
     "asleep",
@@ -222,3 +230,198 @@ def ashared_lock(key: str) -> asyncio.Lock:
     if lock is None:
         lock = locks[key] = asyncio.Lock()
     return lock
+
+
+class AsyncHedge(Generic[T]):
+    """One attempt raced, if it is slow to start, by one copy of itself (a hedged request).
+
+    :meth:`run` starts ``attempt(False)``; ``delay`` seconds later, unless the
+    attempt called :meth:`first_byte` meanwhile (or ``may_send()`` says no),
+    it starts ``attempt(True)`` as a task. The first outcome that ``settles``
+    (a success, or a failure no retry can fix) is returned and the other
+    attempt is cancelled; when one ends unsettled (a failure worth a retry),
+    the other's outcome is awaited. ``delay=None``: no hedge, no task, no timer.
+    The sync twin runs the attempt alone (a thread has nothing to race with).
+    """
+
+    __slots__ = (
+        "_hedge",
+        "_hedge_settled",
+        "_loop",
+        "_scope",
+        "_settles",
+        "_timer",
+        "primary_started",
+        "sent",
+        "won",
+    )
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.won = False
+        self.primary_started = False
+        self._hedge: asyncio.Task[T] | None = None
+        self._hedge_settled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._scope: asyncio.Timeout | None = None
+
+    def first_byte(self) -> None:
+        """The first attempt's answer has started: no hedge for it."""
+        self.primary_started = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def run(
+        self,
+        attempt: Callable[[bool], Coroutine[Any, Any, T]],
+        delay: float | None,
+        may_send: Callable[[], bool],
+        settles: Callable[[T], bool],
+    ) -> T:
+        """The outcome of the race (see the class)."""
+        if delay is None:
+            return await attempt(False)
+        loop = self._loop = asyncio.get_running_loop()
+        self._settles = settles
+
+        def fire() -> None:
+            self._timer = None
+            if self.primary_started or not may_send():
+                return
+            self.sent = True
+            hedge = self._hedge = loop.create_task(attempt(True))
+            hedge.add_done_callback(self._hedge_done)
+
+        self._timer = loop.call_later(max(0.0, delay), fire)
+        try:
+            try:
+                async with asyncio.timeout(None) as scope:
+                    self._scope = scope
+                    result = await attempt(False)
+            except TimeoutError:
+                if not (scope.expired() and self._hedge_settled and self._hedge is not None):
+                    raise
+                self.won = True
+                return self._hedge.result()
+            finally:
+                self._scope = None
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            hedge = self._hedge
+            if hedge is None or settles(result):
+                return result
+            try:
+                other = await hedge
+            except Exception:  # the copy failed in a way the attempt does not report: keep the first outcome
+                log.exception("hedged attempt failed unexpectedly")
+                return result
+            self.won = settles(other)
+            return other if self.won else result
+        finally:
+            hedge = self._hedge
+            if hedge is not None and not hedge.done():
+                hedge.cancel()
+
+    def _hedge_done(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled() or task.exception() is not None or not self._settles(task.result()):
+            return
+        self._hedge_settled = True
+        scope = self._scope
+        if scope is not None and not scope.expired():
+            scope.reschedule(self._loop.time())  # cuts the first attempt short: the copy won
+
+
+def aiohttp_transport(
+    *,
+    connections: int,
+    keepalive_expiry: float,
+    on_connect: Callable[[], None] | None = None,
+) -> httpx.AsyncBaseTransport | None:
+    """HTTP/1.1 on aiohttp: httpx-aiohttp's ``AiohttpTransport`` (the transport the openai client uses
+    for its aiohttp option), ``None`` when it is not installed.
+
+    Its connector opens up to ``connections`` connections (the endpoint's slots
+    are the queue, so none waits inside aiohttp) and keeps idle ones for
+    ``keepalive_expiry`` seconds; ``on_connect`` is called for each new one.
+    aiohttp's failures are mapped as httpx's own transport maps its own
+    (refused: ``ConnectError``; reset, cut-short body: ``RemoteProtocolError``
+    / ``ReadError``; timeouts: ``ConnectTimeout`` / ``ReadTimeout``), not as
+    httpx-aiohttp does (where a refused or reset connection is a timeout).
+    """
+    try:
+        import aiohttp
+        from httpx_aiohttp import AiohttpTransport
+        from httpx_aiohttp.transport import AiohttpResponseStream
+    except ImportError:  # pragma: no cover - the optional dependency is missing
+        return None
+
+    def as_httpx_error(exc: BaseException) -> BaseException:
+        root = exc.__cause__ if isinstance(exc, httpx.TransportError) and exc.__cause__ else exc
+        message = f"{type(root).__name__}: {root}"
+        mapped: type[httpx.TransportError]
+        if isinstance(root, aiohttp.ConnectionTimeoutError):
+            mapped = httpx.ConnectTimeout
+        elif isinstance(root, TimeoutError):  # aiohttp's socket read timeout, asyncio's own
+            mapped = httpx.ReadTimeout
+        elif isinstance(root, aiohttp.ClientConnectorError):
+            mapped = httpx.ConnectError
+        elif isinstance(root, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+            mapped = httpx.RemoteProtocolError
+        elif isinstance(root, aiohttp.ClientOSError):
+            mapped = httpx.ReadError
+        elif isinstance(root, aiohttp.ClientResponseError):
+            mapped = httpx.RemoteProtocolError
+        elif isinstance(root, aiohttp.ClientError):
+            mapped = httpx.NetworkError
+        else:
+            return exc
+        return mapped(message)
+
+    class Body(httpx.AsyncByteStream):
+        def __init__(self, inner: AiohttpResponseStream) -> None:
+            self._inner = inner
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            try:
+                async for chunk in self._inner:
+                    yield chunk
+            except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+                raise as_httpx_error(exc) from exc
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    class Transport(AiohttpTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            try:
+                response = await super().handle_async_request(request)
+            except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+                raise as_httpx_error(exc) from exc
+            assert isinstance(response.stream, AiohttpResponseStream)
+            return httpx.Response(
+                status_code=response.status_code,
+                headers=response.headers,
+                stream=Body(response.stream),
+                request=request,
+                extensions=response.extensions,
+            )
+
+    def session() -> aiohttp.ClientSession:
+        traces = []
+        if on_connect is not None:
+            trace = aiohttp.TraceConfig()
+
+            async def connected(*_: Any) -> None:
+                on_connect()
+
+            trace.on_connection_create_end.append(connected)
+            traces.append(trace)
+        connector = aiohttp.TCPConnector(
+            limit=connections, limit_per_host=0, keepalive_timeout=keepalive_expiry, ssl=transport.ssl_context
+        )
+        return aiohttp.ClientSession(connector=connector, trace_configs=traces)
+
+    transport = Transport(client=session)
+    return transport

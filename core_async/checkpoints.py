@@ -46,7 +46,11 @@ class AsyncCheckpointJsonStore:
         except StateFileError:
             previous = None  # an unreadable checkpoint is superseded by this save
         record = CheckpointV2.from_checkpoint(checkpoint, last_seq(previous) + 1)
-        atomic_write_text(path, dump_json(record))
+        try:
+            atomic_write_text(path, dump_json(record))
+        except OSError as exc:  # a full disk, a read-only file system: the previous checkpoint stays
+            source = f"{CHECKPOINTS_RELDIR}/{checkpoint.todo_id}.json"
+            raise StateFileError(source, f"cannot write: {exc.strerror or exc}") from exc
 
     def _ids(self) -> list[str]:
         if not self.dir.is_dir():

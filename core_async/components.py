@@ -16,7 +16,7 @@ from codeagent.protocols import AsyncComponents
 from core_async.checkpoints import AsyncCheckpointJsonStore
 from core_async.files import AsyncWorkspaceFiles
 from core_async.git import AsyncGitRepo
-from core_async.llm import AsyncLLMClient
+from core_async.llm import AsyncLLMClient, tail_policy
 from core_async.llm_transport import AsyncEndpointPool
 from core_async.status import AsyncStatusJsonStore
 from core_async.todos import AsyncTodoJsonStore
@@ -56,7 +56,8 @@ def build_llm(
 
     A given ``pool`` is shared (its owner closes it). ``replay`` builds the
     client a shadow run replays a recorded answer to: no waits between
-    retries, since nothing is sent over the network.
+    retries, since nothing is sent over the network, and no hedging or pacing
+    (each request must consume exactly one recorded answer).
     """
     llm = config.llm
     pacing: _Pacing = {"backoff_base": 0.0, "backoff_max": 0.0, "max_retry_after": 0.0} if replay else {}
@@ -68,6 +69,9 @@ def build_llm(
         max_retries=llm.max_retries,
         temperature=llm.temperature,
         pool=pool,
+        transport=llm.transport,
+        tail=tail_policy(llm, replay=replay),
+        stream=llm.stream,
         **pacing,
     )
 

@@ -14,16 +14,23 @@ per syscall (what aiofiles does) would cost several times more.
   the workspace-relative file, the field and the line.
 * :func:`file_lock` holds an exclusive ``flock`` across threads and processes.
 * :func:`resolve_in_workspace` is the workspace jail (the domain's lexical
-  check, then the same with symlinks resolved), as legacy applies it.
+  check, then the same with symlinks resolved), as legacy applies it;
+  :func:`write_beneath` and :func:`read_beneath` then reach the resolved path
+  from the workspace's root one directory at a time without following any
+  symlink, so a symlink swapped in between the check and the write (or read)
+  is refused instead of followed out of the workspace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -140,23 +147,147 @@ def decode_limited(path: str, data: bytes, max_bytes: int) -> str:
         raise WorkspaceViolation(path, f"not UTF-8 text (byte {exc.start})") from exc
 
 
-def read_limited(real: Path, path: str, max_bytes: int) -> str | None:
-    """Read one resolved workspace file; ``None`` when absent; errors as :func:`decode_limited`."""
-    try:
-        with open(real, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        return None
-    except IsADirectoryError:
-        raise WorkspaceViolation(path, "is a directory, not a file") from None
-    except OSError as exc:
-        raise WorkspaceViolation(path, f"cannot read: {exc.strerror or exc}") from exc
-    return decode_limited(path, data, max_bytes)
-
-
 def check_writable(real: Path, path: str, content: str, max_bytes: int) -> None:
-    """Refuse a write that is too large or would replace a directory."""
-    if len(content.encode("utf-8")) > max_bytes:
+    """Refuse a write that is too large, is not UTF-8 text, or would replace a directory."""
+    try:
+        size = len(content.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise WorkspaceViolation(path, f"new content is not UTF-8 text (character {exc.start})") from None
+    if size > max_bytes:
         raise WorkspaceViolation(path, f"new content is larger than the {max_bytes}-byte limit")
     if real.is_dir():
         raise WorkspaceViolation(path, "is a directory, not a file")
+
+
+#: When this process started using the module: a temp file older than this was left by another
+#: process, i.e. by an atomic write that a crash cut short (one loop owns a workspace at a time).
+_PROCESS_STARTED = time.time()
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SWAPPED = "changed while being reached (a symlink swapped in?): refused"
+
+
+def _swapped(exc: OSError) -> bool:
+    return exc.errno in (errno.ELOOP, errno.ENOTDIR)
+
+
+def open_parent(root_real: str, real: Path, path: str, *, create: bool) -> tuple[int, str]:
+    """A descriptor of the directory of ``real`` (inside ``root_real``), and the file's name.
+
+    The directory is reached from the root one component at a time with
+    ``O_NOFOLLOW``, creating missing ones when ``create``: a component that is
+    (now) a symlink raises :class:`WorkspaceViolation`. ``FileNotFoundError``
+    when a directory is missing and ``create`` is false. The caller closes it.
+    """
+    parts = os.path.relpath(real, root_real).split(os.sep)
+    fd = os.open(root_real, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError as exc:
+        os.close(fd)
+        if _swapped(exc):
+            raise WorkspaceViolation(path, _SWAPPED) from exc
+        raise
+    return fd, parts[-1]
+
+
+def remove_stale_temps(dir_fd: int, name: str) -> None:
+    """Delete the temp files (``.NAME.xxxxxxxx.tmp``) that writes of ``name`` by an earlier process left.
+
+    A SIGKILL between the temp file's creation and its rename leaves it behind;
+    in the work tree it would show in ``git status``. Only files older than
+    this process are removed: one loop owns a workspace at a time, so their
+    writer is gone, while this process's own concurrent writes are left alone.
+    """
+    pattern = re.compile(rf"^\.{re.escape(name)}\.[0-9a-f]{{8}}\.tmp$")
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(dir_fd):
+            if not pattern.match(entry):
+                continue
+            with contextlib.suppress(OSError):
+                if os.stat(entry, dir_fd=dir_fd, follow_symlinks=False).st_mtime < _PROCESS_STARTED:
+                    os.unlink(entry, dir_fd=dir_fd)
+
+
+def write_beneath(root_real: str, real: Path, path: str, text: str, *, fsync: bool = True) -> None:
+    """Atomically replace ``real`` (a resolved path inside ``root_real``) with ``text``, never leaving the root.
+
+    The directory is reached with :func:`open_parent`; the temp file is created
+    in it (``O_EXCL | O_NOFOLLOW``) and renamed over the name relative to that
+    descriptor, so the rename replaces whatever is there (a symlink included)
+    rather than following it. Stale temps of crashed writers are removed first.
+    """
+    try:
+        dir_fd, name = open_parent(root_real, real, path, create=True)
+    except OSError as exc:
+        raise WorkspaceViolation(path, f"cannot write: {exc.strerror or exc}") from exc
+    try:
+        remove_stale_temps(dir_fd, name)
+        tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+                handle.flush()
+                if fsync:
+                    os.fsync(handle.fileno())
+            with contextlib.suppress(FileNotFoundError):
+                current = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(current.st_mode):
+                    os.chmod(tmp, stat.S_IMODE(current.st_mode), dir_fd=dir_fd)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    except IsADirectoryError:
+        raise WorkspaceViolation(path, "is a directory, not a file") from None
+    except OSError as exc:  # a full disk, a read-only file system: the old content stays
+        raise WorkspaceViolation(path, f"cannot write: {exc.strerror or exc}") from exc
+    finally:
+        os.close(dir_fd)
+
+
+def read_beneath(root_real: str, real: Path, path: str, max_bytes: int) -> str | None:
+    """Read a resolved workspace file reached without following a symlink; ``None`` when absent.
+
+    Refuses (:class:`WorkspaceViolation`) a directory, anything but a regular
+    file (a FIFO would block the reader forever), a symlink swapped in since
+    the check, a file over ``max_bytes`` or one that is not UTF-8.
+    """
+    try:
+        dir_fd, name = open_parent(root_real, real, path, create=False)
+    except FileNotFoundError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise WorkspaceViolation(path, _SWAPPED) from exc
+        raise WorkspaceViolation(path, f"cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(dir_fd)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        why = "is a directory, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
+        raise WorkspaceViolation(path, why)
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise WorkspaceViolation(path, f"cannot read: {exc.strerror or exc}") from exc
+    return decode_limited(path, data, max_bytes)

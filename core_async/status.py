@@ -21,10 +21,12 @@ under the lock (:meth:`AsyncStatusJsonStore.set_todo`).
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from codeagent.errors import TodoCancelled
+from codeagent.errors import StateFileError, TodoCancelled
 from codeagent.models import (
     AgentState,
     OperatorAction,
@@ -64,16 +66,37 @@ class AsyncStatusJsonStore:
         self._queue: list[_Pending] = []
         self._writer = ALock()
         self.writes = 0  # documents written (a batch counts once)
+        self._snapshot: tuple[tuple[int, int, int], StatusFile] | None = None
+        self._snapshot_lock = threading.Lock()
 
     def _read(self) -> StatusFile:
         return read_model(self.path, StatusFile, STATUS_RELPATH) or StatusFile()
 
-    def _update(self, changes: list[Change]) -> None:
-        with file_lock(self.lock_path):
+    def _read_shared(self) -> StatusFile:
+        """The document, shared by every load of the same file version (see :meth:`load`)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return StatusFile()
+        except OSError:
+            return self._read()  # which names the file and the reason
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        with self._snapshot_lock:
+            if self._snapshot is not None and self._snapshot[0] == key:
+                return self._snapshot[1]
             doc = self._read()
-            for change in changes:
-                change(doc)
-            atomic_write_text(self.path, dump_json(doc))
+            self._snapshot = (key, doc)
+            return doc
+
+    def _update(self, changes: list[Change]) -> None:
+        try:
+            with file_lock(self.lock_path):
+                doc = self._read()
+                for change in changes:
+                    change(doc)
+                atomic_write_text(self.path, dump_json(doc))
+        except OSError as exc:  # a full disk, a read-only file system: say so, the old document stays
+            raise StateFileError(STATUS_RELPATH, f"cannot write: {exc.strerror or exc}") from exc
         self.writes += 1
 
     async def _commit(self, change: Change) -> None:
@@ -100,8 +123,15 @@ class AsyncStatusJsonStore:
                 raise mine.error
 
     async def load(self) -> StatusFile:
-        """The whole document; an empty one when the file does not exist."""
-        return await ato_thread(self._read)
+        """The whole document; an empty one when the file does not exist. Read it, do not change it.
+
+        Loads of an unchanged file (same inode, size and modification time:
+        every write replaces the file) share one parsed snapshot. The document
+        grows with every todo, and dozens of todos start at once, each loading
+        it: one copy each made the memory grow with the history times the
+        concurrency (found by the chaos campaign's soak).
+        """
+        return await ato_thread(self._read_shared)
 
     async def set_todo(self, todo_id: str, state: TodoState) -> None:
         """Record the state of one todo.

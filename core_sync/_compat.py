@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar
+
+import httpx
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -34,6 +36,8 @@ __all__ = [
     "Lock",
     "ProcessResult",
     "Semaphore",
+    "SyncHedge",
+    "aiohttp_transport",
     "gather",
     "install_transport_fixes",
     "run_process",
@@ -160,3 +164,40 @@ H2_SHARED_READ = "codeagent.h2_shared_read"
 def install_transport_fixes() -> bool:
     """Nothing to fix on the sync side: each thread reads its own stream's answer; ``False``."""
     return False
+
+
+class SyncHedge(Generic[T]):
+    """The sync twin of ``AsyncHedge``: the attempt runs alone (a thread has nothing to race with)."""
+
+    __slots__ = ("primary_started", "sent", "won")
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.won = False
+        self.primary_started = False
+
+    def first_byte(self) -> None:
+        """The attempt's answer has started."""
+        self.primary_started = True
+
+    def run(
+        self,
+        attempt: Callable[[bool], T],
+        delay: float | None,
+        may_send: Callable[[], bool],
+        settles: Callable[[T], bool],
+    ) -> T:
+        """The attempt's outcome: no hedge is ever sent."""
+        del delay, may_send, settles
+        return attempt(False)
+
+
+def aiohttp_transport(
+    *,
+    connections: int,
+    keepalive_expiry: float,
+    on_connect: Callable[[], None] | None = None,
+) -> httpx.BaseTransport | None:
+    """aiohttp has no sync client: ``None``, and the endpoint pool falls back to HTTP/1.1 on httpcore."""
+    del connections, keepalive_expiry, on_connect
+    return None

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-Source = Literal["cli", "api", "auto-rollback", "fallback", "migrate", "file"]
+#: Who made a change; ``ui`` is the dashboard (through the flags API).
+Source = Literal["cli", "api", "ui", "auto-rollback", "fallback", "migrate", "file"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,8 @@ def parse_flags(text: str, source: str = FLAGS_RELPATH) -> FlagSet:
         raise FlagFileError(source, "the flag file is empty (expected at least 'version = 1' and 'loop')")
     try:
         data: dict[str, Any] = tomllib.loads(text)
+    except RecursionError as exc:  # arrays or tables thousands deep: the decoder recurses per level
+        raise FlagFileError(source, "not valid TOML: nested too deeply") from exc
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         raise FlagFileError(

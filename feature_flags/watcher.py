@@ -111,7 +111,7 @@ def _take(store: FlagStore, notifier: DirectoryNotifier) -> bool:
     """Drain ``notifier``; whether any of its events concerns the flag file."""
     names = [event.name for event in notifier.read_events()]
     if any(not name for name in names):
-        # The directory itself changed (removed, renamed, remounted) or the queue overflowed:
+        # The watch was dropped (the directory removed or unmounted) or the queue overflowed:
         # watch it again (a no-op while the watch holds) so that later changes are still seen.
         try:
             notifier.add_directory(store.path.parent)
@@ -160,7 +160,7 @@ class FlagWatcher:
         poller.register(self._stop_r, select.POLLIN)
         try:
             while True:
-                if not self._wait(poller, None):
+                if self._wait(poller, None) is None:
                     return
                 if not _take(self.store, notifier):
                     continue
@@ -168,20 +168,27 @@ class FlagWatcher:
                 # so a half-written file is not read and rejected on the way.
                 deadline = time.monotonic() + DEBOUNCE_MS / 1000
                 while (left := deadline - time.monotonic()) > 0:
-                    if not self._wait(poller, left):
+                    readable = self._wait(poller, left)
+                    if readable is None:
                         return
-                    _take(self.store, notifier)
+                    if readable:
+                        _take(self.store, notifier)
                 self._reload()
         except Exception:  # the thread must say why it ended, or flips would silently stop working
             log.exception("the flag watcher of %s stopped", self.store.path)
         finally:
             notifier.close()
 
-    def _wait(self, poller: select.poll, seconds: float | None) -> bool:
-        """Block until the notifier is readable or ``seconds`` pass; ``False`` once stopped."""
+    def _wait(self, poller: select.poll, seconds: float | None) -> bool | None:
+        """Block until the notifier is readable (``True``) or ``seconds`` pass (``False``).
+
+        ``None`` once :meth:`stop` was called.
+        """
         timeout = None if seconds is None else max(1, round(seconds * 1000))
         ready = poller.poll(timeout)
-        return not any(fd == self._stop_r for fd, _mask in ready)
+        if any(fd == self._stop_r for fd, _mask in ready):
+            return None
+        return bool(ready)
 
     def _reload(self) -> None:
         try:

@@ -112,6 +112,10 @@ def _plain(value: Any) -> Any:
     return value.unwrap() if hasattr(value, "unwrap") else value
 
 
+class FlagFileInvalid(FlagFileError):
+    """The flag file as it stands is invalid (someone is mid-edit): no change is written over it."""
+
+
 def update_flags(
     path: Path,
     *,
@@ -134,7 +138,10 @@ def update_flags(
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             text = TEMPLATE
-        parse_flags(text, str(path))
+        try:
+            parse_flags(text, str(path))
+        except FlagFileError as exc:
+            raise FlagFileInvalid(exc.path, exc.reason, key=exc.key, line=exc.line) from exc
         doc = tomlkit.parse(text)
         changes: list[Change] = []
         if loop is not None and _plain(doc.get("loop")) != loop:

@@ -41,7 +41,11 @@ class CheckpointStore:
         """Write (replace) the checkpoint of ``checkpoint.todo_id``."""
         if not TODO_ID_RE.match(checkpoint.todo_id):
             raise ValueError(f"invalid todo id {checkpoint.todo_id!r}")
-        atomic_write_text(self.dir / f"{checkpoint.todo_id}.json", dump_json(checkpoint))
+        try:
+            atomic_write_text(self.dir / f"{checkpoint.todo_id}.json", dump_json(checkpoint))
+        except OSError as exc:  # a full disk, a read-only file system: the previous checkpoint stays
+            source = f"{CHECKPOINTS_RELDIR}/{checkpoint.todo_id}.json"
+            raise StateFileError(source, f"cannot write: {exc.strerror or exc}") from exc
 
     def list_ids(self) -> list[str]:
         """Ids of every todo with a checkpoint, sorted."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from codeagent.errors import TodoCancelled
+from codeagent.errors import StateFileError, TodoCancelled
 from codeagent.models import (
     AgentState,
     OperatorAction,
@@ -35,16 +37,43 @@ class StatusStore:
         self.root = Path(root)
         self.path = self.root / STATUS_RELPATH
         self.lock_path = self.root / STATUS_LOCK_RELPATH
+        self._snapshot: tuple[tuple[int, int, int], StatusFile] | None = None
+        self._snapshot_lock = threading.Lock()
 
-    def load(self) -> StatusFile:
-        """The whole document; an empty one when the file does not exist."""
+    def _read(self) -> StatusFile:
         return read_model(self.path, StatusFile, STATUS_RELPATH) or StatusFile()
 
+    def load(self) -> StatusFile:
+        """The whole document; an empty one when the file does not exist. Read it, do not change it.
+
+        Loads of an unchanged file (same inode, size and modification time:
+        every write replaces the file) share one parsed snapshot. The document
+        grows with every todo, and the async core starts dozens of todos at
+        once, each loading it: one copy each made the memory grow with the
+        history times the concurrency (found by the chaos campaign's soak).
+        """
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return StatusFile()
+        except OSError:
+            return self._read()  # which names the file and the reason
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        with self._snapshot_lock:
+            if self._snapshot is not None and self._snapshot[0] == key:
+                return self._snapshot[1]
+            doc = self._read()
+            self._snapshot = (key, doc)
+            return doc
+
     def _update(self, change: Callable[[StatusFile], None]) -> None:
-        with file_lock(self.lock_path):
-            doc = self.load()
-            change(doc)
-            atomic_write_text(self.path, dump_json(doc))
+        try:
+            with file_lock(self.lock_path):
+                doc = self._read()
+                change(doc)
+                atomic_write_text(self.path, dump_json(doc))
+        except OSError as exc:  # a full disk, a read-only file system: say so, the old document stays
+            raise StateFileError(STATUS_RELPATH, f"cannot write: {exc.strerror or exc}") from exc
 
     def set_todo(self, todo_id: str, state: TodoState) -> None:
         """Record the state of one todo.

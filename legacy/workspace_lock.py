@@ -3,13 +3,21 @@
 The kernel releases an flock when its holder dies, so a crashed loop never
 leaves the workspace stuck; the file's content (pid, loop, start time) only
 informs the message a second loop or the migration script prints.
+
+A crash between an atomic write's temp file and its rename leaves the temp
+file behind (``.status.json.xxxxxxxx.tmp``, one per kill at worst); whoever
+takes the workspace next removes those of the state files
+(:func:`sweep_stale_temps`), so they do not pile up in ``.agent/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +25,19 @@ from typing import Any
 
 from codeagent.errors import AgentError
 from codeagent.models import utcnow
-from codeagent.paths import AGENT_LOCK_RELPATH
+from codeagent.paths import (
+    AGENT_LOCK_RELPATH,
+    CHECKPOINTS_RELDIR,
+    STATUS_LOCK_RELPATH,
+    STATUS_RELPATH,
+    TODOS_LOCK_RELPATH,
+    TODOS_RELPATH,
+)
+from legacy.jsonstate import file_lock
+
+log = logging.getLogger("codeagent.legacy.workspace_lock")
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 
 
 class WorkspaceBusy(AgentError):
@@ -53,6 +73,13 @@ def hold_workspace(root: Path, loop: str) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         try:
+            swept = sweep_stale_temps(root)
+        except OSError as exc:  # tidying up must never keep a loop from its workspace
+            log.warning("could not remove stale temp files in %s: %s", root, exc)
+        else:
+            if swept:
+                log.info("removed %d temp file(s) interrupted writes left in %s", len(swept), root)
+        try:
             yield
         finally:
             os.ftruncate(fd, 0)
@@ -76,3 +103,41 @@ def workspace_holder(root: Path) -> dict[str, Any] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _remove_temps_of(directory: Path, names: set[str] | None) -> list[str]:
+    """Remove ``.NAME.xxxxxxxx.tmp`` files in ``directory`` (of the given names, or of any ``*.json``)."""
+    removed: list[str] = []
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = _TEMP.match(entry)
+        if match is None:
+            continue
+        name = match.group("name")
+        if (names is not None and name not in names) or (names is None and not name.endswith(".json")):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(directory / entry)
+            removed.append(entry)
+    return removed
+
+
+def sweep_stale_temps(root: Path) -> list[str]:
+    """Remove the temp files interrupted atomic writes of the state files left; their names.
+
+    Called with the workspace held, so no other loop writes checkpoints; the
+    todo list and the status document are swept under their own locks, which
+    every writer of them (the CLI and the API included) takes around its write.
+    """
+    removed = _remove_temps_of(root / CHECKPOINTS_RELDIR, None)
+    state = root / STATUS_RELPATH
+    present = {m.group("name") for e in os.listdir(state.parent) if (m := _TEMP.match(e))}
+    for relpath, lock in ((TODOS_RELPATH, TODOS_LOCK_RELPATH), (STATUS_RELPATH, STATUS_LOCK_RELPATH)):
+        name = relpath.rsplit("/", 1)[1]
+        if name in present:
+            with file_lock(root / lock):
+                removed += _remove_temps_of(state.parent, {name})
+    return removed

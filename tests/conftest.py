@@ -13,9 +13,12 @@ import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
 SLOW_CALLBACK_SECONDS = float(os.environ.get("CODEAGENT_SLOW_CALLBACK", "0.25"))
@@ -66,3 +69,45 @@ def _fail_on_slow_callbacks() -> Iterator[None]:
             "slow callback(s) on the event loop (blocking call in async code?):\n"
             + "\n".join(catcher.messages)
         )
+
+
+# -- PostgreSQL, for the fleet's and the migration's tests ---------------------------------------------
+#
+# ``CODEAGENT_TEST_PG`` names the server (a DSN whose database the tests may create databases from);
+# without it, ``postgresql://postgres@127.0.0.1:5432/test`` is tried, and when nothing answers there the
+# tests that need it are skipped with one line saying so. CI sets the variable, so there they never skip.
+
+PG_DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _server_dsn() -> str:
+    dsn = os.environ.get("CODEAGENT_TEST_PG") or PG_DEFAULT_DSN
+    try:
+        with psycopg.connect(dsn, connect_timeout=3):
+            return dsn
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CODEAGENT_TEST_PG"):
+            raise  # CI said there is a server: its absence is a failure, not a skip
+        pytest.skip(
+            f"no PostgreSQL at {dsn} ({exc.__class__.__name__}); set CODEAGENT_TEST_PG to run the fleet tests"
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    return _server_dsn()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: str) -> Iterator[str]:
+    """A new, empty database for one test; dropped afterwards (with whoever is still connected)."""
+    name = f"codeagent_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(pg_server)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

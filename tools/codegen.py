@@ -16,7 +16,7 @@ the components (``core_async`` -> ``core_sync``) and the bridge's faces
 rewriting with :data:`REPLACEMENTS` (plus the group's own, unasync's built-in
 ``__aenter__`` -> ``__enter__`` ones and ``AsyncX`` -> ``SyncX``), then
 ``ruff check --fix-only`` with :data:`RUFF_FIXES` (a rename can move an import
-to another section, ``aiofiles.open`` becomes ``io.open`` then plain ``open``)
+to another section)
 and ``ruff format`` with the project's configuration, then the header. Each
 group's ``_compat`` module is written by hand on both sides.
 
@@ -76,6 +76,8 @@ CORE = TwinGroup(
         "todos",
         "status",
         "checkpoints",
+        "git_trailers",
+        "git_native",
         "git",
         "ratelimit",
         "llm_wire",
@@ -83,6 +85,7 @@ CORE = TwinGroup(
         "llm",
         "components",
         "agent",
+        "pg_state",
     ),
     async_only=frozenset({"__init__", "_compat", "_process", "_httpcore_fixes", "kernel"}),
 )
@@ -114,8 +117,9 @@ REPLACEMENTS: dict[str, str] = {
     "atimeout": "timeout",
     "ashared_lock": "shared_lock",
     "await_event": "wait_event",
-    "aiofiles": "io",
     "AsyncClient": "Client",
+    "AsyncConnectionPool": "ConnectionPool",
+    "AsyncConnection": "Connection",
     "AsyncBaseTransport": "BaseTransport",
     "AsyncHTTPTransport": "HTTPTransport",
     "aclose": "close",

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bridge.dispatch import Dispatcher
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from bridge._async.dispatch import AsyncDispatcher
+from bridge._sync.dispatch import SyncDispatcher
 from bridge.runtime import BridgeRuntime
 from feature_flags import ComponentChange, Mode, update_flags
 
@@ -32,7 +33,7 @@ class AsyncNoop:
 
 
 @pytest.fixture
-def dispatcher(tmp_path: Path) -> Iterator[Dispatcher]:
+def runtime(tmp_path: Path) -> Iterator[BridgeRuntime]:
     update_flags(
         tmp_path / ".agent/flags.toml",
         components={"todos": ComponentChange(mode=Mode.NEW)},
@@ -40,8 +41,20 @@ def dispatcher(tmp_path: Path) -> Iterator[Dispatcher]:
         reason="bench",
     )
     runtime = BridgeRuntime(tmp_path, watch=False, health_interval=3600)
-    yield runtime.dispatcher
+    yield runtime
     runtime.close()
+
+
+@pytest.fixture
+def sync_dispatcher(runtime: BridgeRuntime) -> SyncDispatcher:
+    """The sync face's dispatcher (the legacy loop's facades route through it)."""
+    return runtime.sync_dispatcher()
+
+
+@pytest.fixture
+def async_dispatcher(runtime: BridgeRuntime) -> AsyncDispatcher:
+    """The async face's dispatcher (the async core's facades route through it)."""
+    return runtime.async_dispatcher()
 
 
 def test_direct_sync_call(benchmark: BenchmarkFixture) -> None:
@@ -54,12 +67,12 @@ def test_direct_sync_call(benchmark: BenchmarkFixture) -> None:
     benchmark(run)
 
 
-def test_routed_sync_call_mode_new(benchmark: BenchmarkFixture, dispatcher: Dispatcher) -> None:
+def test_routed_sync_call_mode_new(benchmark: BenchmarkFixture, sync_dispatcher: SyncDispatcher) -> None:
     legacy, new = Noop(), Noop()
 
     def run() -> None:
         for _ in range(N):
-            dispatcher.call("todos", "load", legacy.load, new.load)
+            sync_dispatcher.call("todos", "load", legacy.load, new.load)
 
     benchmark(run)
 
@@ -76,12 +89,12 @@ def test_direct_async_call(benchmark: BenchmarkFixture) -> None:
     loop.close()
 
 
-def test_routed_async_call_mode_new(benchmark: BenchmarkFixture, dispatcher: Dispatcher) -> None:
+def test_routed_async_call_mode_new(benchmark: BenchmarkFixture, async_dispatcher: AsyncDispatcher) -> None:
     legacy, new = Noop(), AsyncNoop()
 
     async def many() -> None:
         for _ in range(N):
-            await dispatcher.acall("todos", "load", legacy.load, new.load)
+            await async_dispatcher.call("todos", "load", legacy.load, new.load)
 
     loop = asyncio.new_event_loop()
     benchmark(lambda: loop.run_until_complete(many()))

@@ -29,12 +29,16 @@ unprefixed and ``/v1`` todo paths address the first workspace. Errors are
 ``{"error": {"code", "message"}}`` with the legacy codes and messages. With a
 token configured, every endpoint but ``/health`` (as in legacy) and the
 WebSocket need ``Authorization: Bearer <token>`` (compared with
-:func:`hmac.compare_digest`).
+:func:`hmac.compare_digest`), or the session cookie of a signed-in browser
+(:mod:`codeagent.api_auth`).
+
+``mounts`` (:mod:`codeagent.mounts`) add ASGI apps under a path prefix, e.g. the
+application's dashboard at ``/ui``: they get the request with a
+:class:`~codeagent.mounts.ServerContext` and authenticate it themselves.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,17 +48,22 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Scope
 
+from codeagent.api_auth import WEBSOCKET, request_authorized
 from codeagent.errors import AgentError, WorkspaceViolation, validation_line
-from codeagent.models import OperatorAction, Todo, todo_view
+from codeagent.models import OperatorAction, Todo, TodoChange, todo_view
+from codeagent.mounts import Mount, ServerContext
 from codeagent.protocols import AsyncCheckpointStore, AsyncStatusStore, AsyncTodoStore, ExtraRoute
 from core_async._compat import ato_thread
 from core_async.kernel.api_events import events_endpoint
-from core_async.kernel.api_middleware import RequestContextMiddleware
+from core_async.kernel.api_middleware import LoadShedding, RequestContextMiddleware
+from core_async.kernel.api_mounts import MountDispatcher
 from core_async.kernel.events import EventBus
 from core_async.kernel.metrics import MetricsCollector
 from core_async.status import AsyncStatusJsonStore
@@ -86,6 +95,16 @@ class ApiWorkspace(Protocol):
     @property
     def checkpoints(self) -> AsyncCheckpointStore: ...
     async def add_todo(self, text: str, files: Sequence[str] = ()) -> Todo: ...
+    async def operate(
+        self, action: OperatorAction, todo_ids: Sequence[str], *, source: str
+    ) -> list[TodoChange]: ...
+
+
+async def operate_on_files(
+    root: Path, action: OperatorAction, todo_ids: Sequence[str], *, source: str
+) -> list[TodoChange]:
+    """An operator's retry or cancel on a workspace whose state is on disk (a loop may be running)."""
+    return await AsyncStatusJsonStore(root).operate(action, todo_ids, source=source, loop_running=True)
 
 
 @dataclass
@@ -109,6 +128,12 @@ class StoreWorkspace:
         """Append a todo to the store."""
         return await self.todos.add(text, files)
 
+    async def operate(
+        self, action: OperatorAction, todo_ids: Sequence[str], *, source: str
+    ) -> list[TodoChange]:
+        """Retry or cancel, on the workspace's files."""
+        return await operate_on_files(self.root, action, todo_ids, source=source)
+
 
 class APIError(Exception):
     """An error answer: HTTP status, error code, message."""
@@ -130,7 +155,7 @@ def parse_new_todo(raw: bytes) -> tuple[str, list[str]]:
     """Validate a ``POST /todos`` body; raise :class:`APIError` (400) naming the field (legacy messages)."""
     try:
         body: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise APIError(400, "invalid_request", "body must be a JSON object")
@@ -152,7 +177,7 @@ def parse_action_body(raw: bytes) -> None:
         return
     try:
         body: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise APIError(400, "invalid_request", "body must be a JSON object")
@@ -185,15 +210,39 @@ class ApiHandlers:
 
     # ----------------------------------------------------------------- helpers
 
-    def authorized(self, header: str | None) -> bool:
-        """Whether an ``Authorization`` header carries the configured token (always true with none)."""
-        token = self.token()
-        if token is None:
-            return True
-        return hmac.compare_digest((header or "").encode(), f"Bearer {token}".encode())
+    def authorized(
+        self,
+        header: str | None,
+        *,
+        method: str = "GET",
+        cookie: str | None = None,
+        origin: str | None = None,
+        host: str | None = None,
+    ) -> bool:
+        """Whether a request carries the configured token (always true with none).
+
+        The token comes in an ``Authorization`` header, or in the session cookie of a
+        signed-in browser (:mod:`codeagent.api_auth`: a changing request or a WebSocket
+        counts the cookie only from the server's own origin).
+        """
+        return request_authorized(
+            self.token(), method=method, authorization=header, cookie=cookie, origin=origin, host=host
+        )
+
+    def scope_authorized(self, scope: Scope) -> bool:
+        """:meth:`authorized` for an ASGI scope (HTTP request or WebSocket handshake)."""
+        headers = Headers(scope=scope)
+        method = str(scope.get("method", "")) if scope["type"] == "http" else WEBSOCKET
+        return self.authorized(
+            headers.get("authorization"),
+            method=method,
+            cookie=headers.get("cookie"),
+            origin=headers.get("origin"),
+            host=headers.get("host"),
+        )
 
     def _check(self, request: Request) -> ApiWorkspace:
-        if not self.authorized(request.headers.get("authorization")):
+        if not self.scope_authorized(request.scope):
             raise APIError(
                 401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
             )
@@ -262,8 +311,7 @@ class ApiHandlers:
         found = await ws.todos.get(ident)
         if found is None:
             raise APIError(404, "not_found", f"no todo {ident!r}")
-        store = AsyncStatusJsonStore(ws.root)
-        change = (await store.operate(action, [ident], source="api", loop_running=True))[0]
+        change = (await ws.operate(action, [ident], source="api"))[0]
         if change.refused is not None:
             raise APIError(409, "conflict", f"{ident}: cannot {action}: {change.refused}")
         if change.changed:
@@ -412,7 +460,7 @@ class ApiHandlers:
             if raw:
                 try:
                     payload = json.loads(raw)
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                     raise APIError(400, "invalid_request", f"body is not valid JSON: {exc}") from exc
             status, body = await ato_thread(route.handler, request.path_params.get("ident"), payload)
             return JSONResponse(body, status_code=status)
@@ -421,7 +469,13 @@ class ApiHandlers:
         return extra
 
     async def _events(self, websocket: Any) -> None:
-        await events_endpoint(websocket, self.events, self.authorized)
+        def authorized(header: str | None) -> bool:
+            h = websocket.headers
+            return self.authorized(
+                header, method=WEBSOCKET, cookie=h.get("cookie"), origin=h.get("origin"), host=h.get("host")
+            )
+
+        await events_endpoint(websocket, self.events, authorized)
 
 
 def create_api_app(
@@ -432,11 +486,14 @@ def create_api_app(
     token: Callable[[], str | None] | str | None = None,
     extra_routes: Sequence[ExtraRoute] = (),
     limits: Callable[[], dict[str, Any]] | None = None,
+    mounts: Sequence[Mount] = (),
 ) -> Starlette:
     """The ASGI app serving ``workspaces`` (the first is the default for unscoped paths).
 
     ``token`` is a fixed bearer token, or a callable read on every request
     (so a hot-reloaded ``api.token`` takes effect at once), or ``None``.
+    ``mounts`` are ``(prefix, ASGI app)`` pairs served under their prefix
+    (:mod:`codeagent.mounts`); each request to one gets a :class:`ServerContext`.
     """
     token_fn: Callable[[], str | None]
     if callable(token):
@@ -452,5 +509,18 @@ def create_api_app(
         exception_handlers={HTTPException: handlers.on_http_exception},
     )
     app.router.redirect_slashes = False
+    if mounts:  # inside the request context (ids, metrics), outside the API's router
+
+        def context(scope: Scope) -> ServerContext:
+            return ServerContext(
+                loop=LOOP_NAME,
+                authorized=handlers.scope_authorized(scope),
+                token=token_fn(),
+                metrics=metrics.render,
+                events=True,
+            )
+
+        app.add_middleware(MountDispatcher, mounts=mounts, context=context)
+    app.add_middleware(LoadShedding)  # inside the request context: a shed request is counted (503)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

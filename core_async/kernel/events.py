@@ -162,7 +162,17 @@ class EventBus:
     def publish(self, type_: str, **data: Any) -> Event:
         """Number, buffer and deliver one event; values must be JSON-ready. Never blocks."""
         self._seq += 1
-        event = Event(self._seq, type_, utcnow().isoformat().replace("+00:00", "Z"), data)
+        return self._deliver(Event(self._seq, type_, utcnow().isoformat().replace("+00:00", "Z"), data))
+
+    def relay(self, seq: int, type_: str, time: str, data: dict[str, Any]) -> Event | None:
+        """Deliver an event numbered elsewhere (a shared event log); ``None`` when ``seq`` is not new."""
+        if seq <= self._seq:
+            return None
+        self._seq = seq
+        return self._deliver(Event(seq, type_, time, data))
+
+    def _deliver(self, event: Event) -> Event:
+        type_, data = event.type, event.data
         self._ring.append(event)
         if not self._closed:
             for subscriber in list(self._subscribers):

@@ -11,8 +11,10 @@ is what uvicorn's 100 ms tick is for.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import struct
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -40,6 +42,7 @@ class ApiServer:
         )
         self.server = uvicorn.Server(self.config)
         self._started = False
+        self._listening: list[socket.socket] = []
 
     @property
     def started(self) -> bool:
@@ -78,7 +81,33 @@ class ApiServer:
             raise OSError(f"the API server could not listen on {self.config.host}:{self.config.port}")
         await self.server.on_tick(0)  # fills uvicorn's default headers once
         self._started = True
+        self._watch_backlog()
         log.info("API listening on %s", self.url)
+
+    def _watch_backlog(self) -> None:
+        """Let the app's load shedding see the listen backlog (``app.state.listen_backlog``).
+
+        A burst beyond what the loop serves waits there, not in the app: the
+        loop accepts connections only as fast as it answers them.
+        """
+        for server in getattr(self.server, "servers", []):
+            for sock in server.sockets:
+                with contextlib.suppress(OSError, ValueError):
+                    self._listening.append(socket.fromfd(sock.fileno(), sock.family, sock.type))
+        state = getattr(self.config.app, "state", None)
+        if state is not None and self._listening:
+            state.listen_backlog = self.waiting
+
+    def waiting(self) -> int:
+        """Connections waiting to be accepted now (Linux' ``TCP_INFO``; 0 where it cannot tell)."""
+        total = 0
+        for sock in self._listening:
+            try:
+                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+                total += int(struct.unpack_from("I", info, 24)[0])  # tcpi_unacked: the accept queue's length
+            except (OSError, AttributeError, struct.error):
+                return 0
+        return total
 
     async def aclose(self) -> None:
         """Stop listening, close connections (WebSockets get a close frame), wait for them (bounded)."""
@@ -87,3 +116,6 @@ class ApiServer:
         self._started = False
         self.server.should_exit = True
         await self.server.shutdown()
+        for sock in self._listening:
+            sock.close()
+        self._listening.clear()

@@ -36,6 +36,7 @@ import httpx
 from codeagent.config import CONFIG_RELPATH, AgentConfig
 from codeagent.errors import AgentError, ConfigError, WorkspaceViolation
 from codeagent.models import Todo, TodoState, TodoStatus
+from codeagent.mounts import Mount
 from codeagent.paths import REQUEUE_RELPATH, STATE_DIR, check_relative_path
 from codeagent.protocols import ExtraRoute
 from core_async._compat import ato_thread
@@ -81,6 +82,8 @@ class KernelOptions:
     components: Callable[[Path], ComponentProvider] | None = None
     #: JSON routes the entry adds to the API (e.g. ``/flags``).
     extra_routes: Sequence[ExtraRoute] = ()
+    #: ASGI apps the entry serves under a path prefix (e.g. its dashboard at ``/ui``): :mod:`codeagent.mounts`.
+    mounts: Sequence[Mount] = ()
     #: Where workspaces without ``llm.base_url`` get an endpoint (``None``: they are refused).
     fallback_llm: EndpointProvider | None = None
     #: Called with every event the kernel publishes, on the loop (a worker forwards them to its supervisor).
@@ -237,6 +240,7 @@ class AsyncServerCore:
                     host=self.options.host,
                     port=self.options.port,
                     extra_routes=self.options.extra_routes,
+                    mounts=self.options.mounts,
                 )
             except OSError as exc:
                 where = f"{self.options.host}:{self.options.port}"
@@ -356,6 +360,22 @@ class AsyncServerCore:
         if force:
             self._force.set()
         self._wake.set()
+
+    def _job_raised(self, key: str, exc: Exception) -> None:
+        """A todo's job raised (its outcome could not be recorded, e.g. the disk is full).
+
+        Running ``until_idle`` (a batch), that ends the run with the error, as the
+        legacy loop's does, instead of reporting "no todo left" with todos
+        still unrecorded; the todo stays resumable from its checkpoint. A
+        service keeps serving the other todos (the failed one runs again after
+        a ``todo retry`` or a restart).
+        """
+        if not self.until_idle or self._fatal is not None:
+            return
+        self._fatal = (
+            exc if isinstance(exc, AgentError) else AgentError(f"{key}: {type(exc).__name__}: {exc}")
+        )
+        self.request_shutdown("a todo's outcome could not be recorded")
 
     # ----------------------------------------------------------------- the main loop
 
@@ -532,8 +552,9 @@ class _TodoJob:
     async def __call__(self) -> TodoState:
         try:
             state = await self.runtime.process(self.todo)
-        except Exception:
+        except Exception as exc:
             self.core._failed_keys.add(self.key)  # e.g. the status file cannot be written: do not loop on it
+            self.core._job_raised(self.key, exc)
             raise
         finally:
             self.core._wake.set()

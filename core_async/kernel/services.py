@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from codeagent.config import CONFIG_RELPATH
 from codeagent.errors import ConfigError
+from codeagent.mounts import Mount
 from codeagent.protocols import ExtraRoute
 from core_async.kernel.api_app import create_api_app
 from core_async.kernel.container import AsyncIoCContainer, Token
@@ -154,6 +155,7 @@ class Services:
         host: str = "127.0.0.1",
         port: int = 0,
         extra_routes: Sequence[ExtraRoute] = (),
+        mounts: Sequence[Mount] = (),
     ) -> ApiServer:
         """Build and start the API server over ``runtimes`` (the first is the default workspace)."""
 
@@ -165,6 +167,7 @@ class Services:
                 token=token,
                 extra_routes=extra_routes,
                 limits=self.limits_view,
+                mounts=mounts,
             )
             server = ApiServer(app, host, port)
             await server.start()

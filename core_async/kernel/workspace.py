@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Literal
 
 from codeagent.config import AgentConfig
-from codeagent.models import AgentState, Todo, TodoState, TodoStatus, pending_todos
+from codeagent.models import (
+    AgentState,
+    OperatorAction,
+    Todo,
+    TodoChange,
+    TodoState,
+    TodoStatus,
+    pending_todos,
+)
 from core_async.agent import AsyncAgent
 from core_async.kernel.components import ComponentProvider, PlainComponents
 from core_async.kernel.config_manager import ConfigurationManager
@@ -41,6 +49,7 @@ from core_async.kernel.limits import ResourcePool
 from core_async.kernel.logs import correlation
 from core_async.kernel.metrics import MetricsCollector
 from core_async.llm_transport import AsyncEndpointPool
+from core_async.status import AsyncStatusJsonStore
 
 log = logging.getLogger("codeagent.kernel.workspace")
 
@@ -194,6 +203,13 @@ class WorkspaceRuntime:
             stage=getattr(stage, "value", str(stage)),
             seconds=round(seconds, 6),
         )
+
+    async def operate(
+        self, action: OperatorAction, todo_ids: Sequence[str], *, source: str
+    ) -> list[TodoChange]:
+        """An operator's retry or cancel, on the workspace's status file (the API's route)."""
+        store = AsyncStatusJsonStore(self.root)
+        return await store.operate(action, todo_ids, source=source, loop_running=True)
 
     def _on_running(self, todo_id: str) -> None:
         text = self._starting.pop(todo_id, None)

@@ -243,3 +243,13 @@ def test_both_servers_answer_the_same_on_the_same_workspace(workspace: Path) -> 
     finally:
         legacy.stop()  # type: ignore[operator]
         modern.stop()  # type: ignore[operator]
+
+
+def test_a_body_nested_too_deeply_is_a_400_not_a_500(api: httpx.Client) -> None:
+    """Chaos campaign finding: ``[[[[...`` thousands deep raised RecursionError in the body's parser: a 500."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for target in ("/todos", "/todos/t-0003/retry"):
+        reply = api.post(target, content=deep, headers={"Content-Type": "application/json"})
+        assert reply.status_code == 400, (target, reply.text)
+        assert reply.json()["error"]["code"] == "invalid_request"
+        assert "not valid JSON" in reply.json()["error"]["message"]

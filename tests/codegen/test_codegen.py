@@ -80,7 +80,7 @@ def test_generated_files_carry_the_header_and_hash(tree: Path, run_cli: Callable
     assert not codegen.edited_by_hand(text)
     assert "async def" not in body
     assert "import aiofiles" not in body
-    assert 'with open(real, "rb") as handle:' in body  # aiofiles.open -> io.open -> open
+    assert "return to_thread(self._read_now, path)" in body  # await ato_thread(...) -> to_thread(...)
     assert "from core_sync._compat import" in body
     assert codegen.split_header("no header") == (None, None, "no header")
 

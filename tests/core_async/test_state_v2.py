@@ -65,3 +65,14 @@ def test_not_json() -> None:
 )
 def test_last_seq(text: str | None, seq: int) -> None:
     assert last_seq(text) == seq
+
+
+def test_a_document_nested_too_deeply_is_a_state_file_error() -> None:
+    """Chaos campaign finding: ``[[[[...`` thousands deep raised RecursionError out of the reader."""
+    for text in (
+        "[" * 100_000 + "]" * 100_000,
+        '{"schema_version": 2, "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    ):
+        with pytest.raises(StateFileError, match="nested too deeply"):
+            parse_checkpoint(text, ".agent/checkpoints/t-1.json")
+    assert last_seq("[" * 100_000) == 0

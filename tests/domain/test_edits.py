@@ -113,3 +113,11 @@ def test_apply_blocks_chains_edits_and_reports_only_touched_files() -> None:
 def test_render_round_trips() -> None:
     text = render_block("dir/f.md", "old", "new")
     assert parse_edit_blocks(text) == [EditBlock("dir/f.md", "old\n", "new\n", 1)]
+
+
+def test_an_answer_that_is_not_utf8_text_is_refused() -> None:
+    """Chaos campaign finding: a JSON ``\\ud800`` escape in an answer decodes to a lone surrogate, which
+    no file and no checkpoint can hold: the checkpoint's save raised UnicodeEncodeError (a traceback)."""
+    answer = render_block("a.txt", "", "bad \ud800 text\n")
+    with pytest.raises(EditError, match="not UTF-8 text"):
+        parse_edit_blocks(answer)

@@ -35,6 +35,15 @@ from codeagent.prompts import build_messages, commit_message, parse_user_prompt
         (".agent/status.json", ".agent"),
         ("a\x00b", "NUL"),
         (".", "workspace itself"),
+        # Found by the chaos campaign (adversarial edits): each was accepted before.
+        ("vendor/lib/.git/hooks/post-checkout", "nested repository"),
+        ("a/.GIT/config", "nested repository"),
+        ("a\nb.txt", "control character"),
+        ("a\rb.txt", "control character"),
+        ("tab\tname", "control character"),
+        ("-rf.txt", "option"),
+        ("src/--exec=x", "option"),
+        ("bad\ud800.txt", "not UTF-8"),
     ],
 )
 def test_refused_paths(path: str, reason: str) -> None:
@@ -56,6 +65,9 @@ def test_check_resolved() -> None:
             check_resolved("/w", target, "x")
     with pytest.raises(WorkspaceViolation, match=r"\.git"):
         check_resolved("/w", "/w/.git/config", "link")
+    with pytest.raises(WorkspaceViolation, match=r"\.git"):  # a symlink into a nested repository's .git
+        check_resolved("/w", "/w/vendor/lib/.git/hooks/x", "link")
+    check_resolved("/w", "/w/a/.gitignore", "a/.gitignore")
 
 
 def test_prompt_round_trip_keeps_files_faithfully() -> None:
@@ -117,3 +129,15 @@ def test_models_helpers() -> None:
     assert view["status"] == "done"
     assert view["updated_at"].endswith("Z")
     assert todo_view(todos[3], None)["status"] == "pending"
+
+
+def test_documents_nested_too_deeply_are_refused_with_the_parsers_error() -> None:
+    """Chaos campaign finding: JSON thousands of levels deep raised RecursionError out of every reader."""
+    from codeagent.models import StatusFile, TodoFile
+
+    deep = '{"a": ' * 50_000 + "1" + "}" * 50_000
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_config(deep)
+    for model in (TodoFile, StatusFile):
+        with pytest.raises(StateFileError, match="nested too deeply"):
+            parse_document("[" * 100_000 + "]" * 100_000, model, "doc.json")

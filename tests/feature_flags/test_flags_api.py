@@ -80,3 +80,46 @@ def test_flags_over_the_api(served: tuple[str, Path]) -> None:
     assert flags.flag("llm").mode is Mode.CANARY
     entry = read_entries(root / ".agent/flags.toml")[-1]
     assert (entry.source, entry.reason) == ("api", "ramp")
+
+
+def test_an_invalid_change_is_a_bad_request_and_a_broken_file_a_conflict(served: tuple[str, Path]) -> None:
+    url, root = served
+    auth = {"Authorization": "Bearer s3cret"}
+    flags = root / ".agent/flags.toml"
+    with httpx.Client(base_url=url, headers=auth, timeout=10) as client:
+        bad = client.put("/flags/files", json={"mode": "canary", "percent": 150})
+        assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")
+        assert "100" in bad.json()["error"]["message"]
+        flags.write_text('version = 1\nloop = "legacy"\n[components.files]\nmode = "sideways"\n')
+        broken = client.put("/flags/files", json={"mode": "new"})
+        assert (broken.status_code, broken.json()["error"]["code"]) == (409, "conflict")
+        assert "must be fixed first" in broken.json()["error"]["message"]
+    assert "sideways" in flags.read_text()  # nothing was written over the person's edit
+
+
+def test_after_a_bad_edit_the_api_reports_the_last_good_flags_in_force(served: tuple[str, Path]) -> None:
+    """Chaos campaign finding: after a bad edit GET /flags reported the defaults (all legacy) and the
+    error, while the running loop kept routing by the last good flags."""
+    url, root = served
+    flags = root / ".agent/flags.toml"
+    with httpx.Client(base_url=url, headers={"Authorization": "Bearer s3cret"}, timeout=10) as client:
+        assert client.put("/flags/files", json={"mode": "new"}).status_code == 200
+        flags.write_text('version = 1\nloop = "legacy"\n[components.files]\nmode = "sideways"\n')
+        deadline = time.monotonic() + 10
+        doc = client.get("/flags").json()
+        while doc["error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            doc = client.get("/flags").json()
+    assert doc["error"] is not None and "components.files.mode" in doc["error"]
+    modes = {row["component"]: row["mode"] for row in doc["components"]}
+    assert modes["files"] == "new"  # what the loop still routes by, not the defaults
+
+
+def test_a_body_nested_too_deeply_is_a_400(served: tuple[str, Path]) -> None:
+    """Chaos campaign finding: a body thousands of arrays deep raised RecursionError: a 500."""
+    url, _ = served
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with httpx.Client(base_url=url, headers={"Authorization": "Bearer s3cret"}, timeout=10) as client:
+        reply = client.put("/flags/llm", content=deep)
+    assert reply.status_code == 400, reply.text
+    assert "not valid JSON" in reply.json()["error"]["message"]

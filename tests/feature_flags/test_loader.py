@@ -83,3 +83,9 @@ def test_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(FlagFileError, match="does not exist") as info:
         read_flags(tmp_path / "nope.toml")
     assert info.value.path.endswith("nope.toml")
+
+
+def test_a_file_nested_too_deeply_is_refused_not_a_recursion_error() -> None:
+    """Chaos campaign finding: arrays thousands deep raised RecursionError out of the loader."""
+    with pytest.raises(FlagFileError, match="nested too deeply"):
+        parse_flags("version = 1\nx = " + "[" * 100_000 + "]" * 100_000)

@@ -285,3 +285,37 @@ async def test_cancelling_the_main_loop_interrupts_at_once(tmp_path: Path) -> No
             await main
         await core.handle_shutdown()
     assert load_status(root)["todos"]["t-0001"]["status"] == "failed"
+
+
+async def test_until_idle_ends_with_the_error_when_a_todo_cannot_be_recorded(
+    tmp_path: Path, stub_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaos campaign finding: on a full disk `run --until-idle` exited 0 with todos left unrecorded."""
+    import errno
+
+    import core_async.status as status_module
+
+    root = tmp_path / "ws"
+    make_workspace(root, 3)
+    real_write = status_module.atomic_write_text
+    writes = 0
+
+    def fills_up(path: Path, text: str, **kwargs: object) -> None:
+        nonlocal writes
+        writes += 1
+        if writes > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(status_module, "atomic_write_text", fills_up)
+    with pytest.raises(StateFileError, match=r"status\.json: cannot write: No space left on device"):
+        await run_kernel(
+            [root], llm_url=stub_url, until_idle=True, options=KernelOptions(install_signal_handlers=False)
+        )
+    monkeypatch.undo()
+    processed = await run_kernel(
+        [root], llm_url=stub_url, until_idle=True, options=KernelOptions(install_signal_handlers=False)
+    )
+    assert processed == 3
+    assert {s["status"] for s in load_status(root)["todos"].values()} == {"done"}
+    assert sorted(trailers(root)) == ["t-0001", "t-0002", "t-0003"]

@@ -145,7 +145,7 @@ def test_llm_failures_fail_the_todo_after_retries(repo: Path, stub: Any) -> None
     store.add(APPEND, ["notes.txt"])
     store.add(CREATE)
     store.add(REPLACE, ["src/calc.py"])
-    stub.queue_faults(["quota", "500", "500", "malformed"])
+    stub.queue_faults(["quota", "500", "500", "malformed", "malformed"])  # a cut-short body is retried
 
     assert run_until_idle(make_agent(repo, stub.url, max_retries=1)) == 3
 
@@ -159,7 +159,7 @@ def test_llm_failures_fail_the_todo_after_retries(repo: Path, stub: Any) -> None
     assert final["t-0002"].error.startswith("HTTP 500")
     assert final["t-0003"].status is TodoStatus.FAILED
     assert "not JSON" in (final["t-0003"].error or "")
-    assert stub.stats()["by_fault"] == {"quota": 1, "500": 2, "malformed": 1}
+    assert stub.stats()["by_fault"] == {"quota": 1, "500": 2, "malformed": 2}
     assert trailers(repo) == [""]
 
 

@@ -206,3 +206,131 @@ def test_stop_releases_the_port(workspace: Path) -> None:
     server.stop()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health", timeout=2)
+
+
+def test_a_burst_past_the_in_flight_limit_gets_503s_not_a_queue(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaos campaign (API abuse): at 10x the service rate the stdlib's listen backlog of 5 left clients
+    waiting out TCP retransmits (timeouts after 30 s); now the backlog is large, a request past the
+    in-flight limit is refused at once with a JSON 503, and an idle connection is closed after a while."""
+    import threading
+
+    from codeagent.protocols import ExtraRoute
+    from legacy import api as legacy_api
+
+    monkeypatch.setattr(legacy_api, "MAX_IN_FLIGHT", 2)
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def slow(ident: str | None, body: object) -> tuple[int, object]:
+        entered.release()
+        release.wait(10)
+        return 200, {"ok": True}
+
+    server = _server(workspace, extra_routes=[ExtraRoute("GET", "/slow", slow)])
+    assert server._server.request_queue_size == legacy_api.BACKLOG >= 1024
+    server.start()
+    try:
+        answers: list[int] = []
+        threads = [
+            threading.Thread(
+                target=lambda: answers.append(httpx.get(f"{server.url}/slow", timeout=10).status_code)
+            )
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        assert entered.acquire(timeout=5) and entered.acquire(timeout=5)
+        shed = httpx.get(f"{server.url}/todos", timeout=5)
+        assert _error(shed, 503, "overloaded") and shed.headers["retry-after"] == "1"
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200  # never shed
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        assert answers == [200, 200] and server.shed == 1
+        assert httpx.get(f"{server.url}/todos", timeout=5).status_code == 200
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from legacy import api as legacy_api
+
+    monkeypatch.setattr(legacy_api, "IDLE_TIMEOUT", 0.3)
+    server = _server(workspace)
+    server.start()
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as idle:
+            assert idle.recv(1) == b""  # the server closed it: its thread is free again
+    finally:
+        server.stop()
+
+
+def test_a_connection_accepted_past_a_long_listen_backlog_gets_a_503_at_once(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaos campaign (API abuse): at 10x the service rate the queue formed in the listen backlog, which
+    threads starved of the GIL accept slowly; now the accepting thread answers 503 itself."""
+    from legacy import api as legacy_api
+
+    server = _server(workspace)
+    monkeypatch.setattr(type(server._server), "waiting", lambda self: legacy_api.SHED_BACKLOG + 1)
+    server.start()
+    try:
+        shed = httpx.get(f"{server.url}/todos", timeout=5)
+        assert _error(shed, 503, "overloaded") and shed.headers["retry-after"] == "1"
+        assert server._server.shed >= 1
+        monkeypatch.setattr(type(server._server), "waiting", lambda self: 0)
+        assert httpx.get(f"{server.url}/todos", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_the_listen_backlog_is_read_from_the_kernel(workspace: Path) -> None:
+    import socket
+    import time
+
+    server = _server(workspace)  # bound and listening, not accepting yet
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        clients = [socket.create_connection((host, int(port)), timeout=5) for _ in range(3)]
+        time.sleep(0.05)
+        assert server._server.waiting() == 3
+        for client in clients:
+            client.close()
+    finally:
+        server.stop()
+
+
+def test_a_body_the_route_does_not_read_is_never_parsed_as_the_next_request(workspace: Path) -> None:
+    """Chaos campaign finding (fuzzing): the body of a GET (or of any request answered before its body was
+    read) stayed in the stream and was parsed as the connection's next request: request smuggling, and a
+    traceback printed on stderr when that "request line" was too long."""
+    import socket
+
+    server = _server(workspace)
+    server.start()
+    try:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(
+                b"GET /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled
+            )
+            conn.settimeout(1.0)
+            received = b""
+            try:
+                while chunk := conn.recv(65536):
+                    received += chunk
+            except TimeoutError:
+                pass
+        assert received.count(b"HTTP/1.1 ") == 1 and received.startswith(b"HTTP/1.1 404")
+    finally:
+        server.stop()

@@ -124,3 +124,24 @@ def test_sequence_continues_from_a_legacy_file_and_survives_corruption(impl: Imp
     (tmp_path / CHECKPOINTS / "t-0001.json").write_bytes(b"\xff\xfe")
     store.save(_checkpoint())
     assert impl.run(store.target.load_versioned("t-0001")).seq == 1
+
+
+def test_a_save_the_disk_refuses_names_the_file_and_keeps_the_previous_checkpoint(
+    impl: Impl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaos campaign finding: a full disk surfaced as a bare OSError from the checkpoint store."""
+    import errno
+    import os
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store = impl.checkpoints(tmp_path)
+    store.save(Checkpoint(todo_id="t-0001", stage=Stage.STARTED))
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(StateFileError, match=r"checkpoints/t-0001\.json: cannot write: No space left"):
+        store.save(Checkpoint(todo_id="t-0001", stage=Stage.ANSWERED, reply="r", writes={"a.txt": "a\n"}))
+    monkeypatch.undo()
+    loaded = store.load("t-0001")
+    assert loaded is not None and loaded.stage is Stage.STARTED
+    assert sorted(p.name for p in (tmp_path / CHECKPOINTS).iterdir()) == ["t-0001.json"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,106 @@ def test_write_many_size_check_differs_on_purpose(impl: Impl, tmp_path: Path) ->
         assert (tmp_path / "a.txt").read_text() == "a"  # written before b.txt was refused
     else:
         assert not (tmp_path / "a.txt").exists()  # nothing written: all checked first
+
+
+def _swap_after_the_check(root: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``sub`` a symlink to ``outside`` right after the jail resolved a path under it (the TOCTOU race)."""
+    real = os.path.realpath
+
+    def realpath_then_swap(path: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real(path, *args, **kwargs)
+        sub = root / "sub"
+        if str(path).endswith("sub/f.txt") and not sub.is_symlink():
+            sub.rename(root / "sub.moved")
+            sub.symlink_to(outside, target_is_directory=True)
+        return out
+
+    monkeypatch.setattr(os.path, "realpath", realpath_then_swap)
+
+
+def _unswap(root: Path) -> None:
+    (root / "sub").unlink()
+    (root / "sub.moved").rename(root / "sub")
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_check_is_refused(
+    impl: Impl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaos campaign finding: the write followed a symlink swapped in after the jail's check."""
+    root, outside = tmp_path / "ws", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub/f.txt").write_text("inside\n")
+    (outside / "f.txt").write_text("secret\n")
+    files = impl.files(root)
+    _swap_after_the_check(root, outside, monkeypatch)
+    with pytest.raises(WorkspaceViolation, match="symlink swapped in"):
+        files.write("sub/f.txt", "written through the link\n")
+    assert (outside / "f.txt").read_text() == "secret\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["f.txt"]
+    _unswap(root)
+    with pytest.raises(WorkspaceViolation, match="symlink swapped in"):
+        files.read("sub/f.txt")
+    _unswap(root)
+    with pytest.raises(WorkspaceViolation, match="symlink swapped in"):
+        files.read_many(["sub/f.txt"])
+    _unswap(root)
+    monkeypatch.undo()
+    assert files.read("sub/f.txt") == "inside\n"
+
+
+def test_temp_files_a_crashed_writer_left_are_removed_on_the_next_write(impl: Impl, tmp_path: Path) -> None:
+    """Chaos campaign finding: a SIGKILL mid-write left ``.f.txt.xxxxxxxx.tmp`` in the work tree for good."""
+    stale = tmp_path / ".f.txt.0123abcd.tmp"
+    stale.write_text("half a wri")
+    os.utime(stale, (1, 1))  # older than this process: its writer is gone
+    fresh = tmp_path / ".f.txt.89abcdef.tmp"
+    fresh.write_text("a write of this process, in flight")
+    other = tmp_path / ".g.txt.0123abcd.tmp"
+    other.write_text("another file's")
+    os.utime(other, (1, 1))
+    impl.files(tmp_path).write("f.txt", "whole\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".f.txt.89abcdef.tmp",
+        ".g.txt.0123abcd.tmp",
+        "f.txt",
+    ]
+
+
+def test_a_fifo_is_refused_without_blocking_the_reader(impl: Impl, tmp_path: Path) -> None:
+    """Chaos campaign finding: reading a FIFO named by a todo blocked the loop forever."""
+    os.mkfifo(tmp_path / "pipe")
+    files = impl.files(tmp_path)
+    with pytest.raises(WorkspaceViolation, match="not a regular file"):
+        files.read("pipe")
+    with pytest.raises(WorkspaceViolation, match="not a regular file"):
+        files.read_many(["pipe"])
+
+
+def test_a_write_the_disk_refuses_is_refused_with_the_reason_and_keeps_the_old_content(
+    impl: Impl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaos campaign finding: a full disk failed the todo with a bare ``OSError`` (and a logged traceback)."""
+    import errno
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    files = impl.files(tmp_path)
+    files.write("f.txt", "old\n")
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(WorkspaceViolation, match="cannot write: No space left on device"):
+        files.write("f.txt", "new\n")
+    monkeypatch.undo()
+    assert files.read("f.txt") == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_content_that_is_not_utf8_text_is_refused_with_a_reason(impl: Impl, tmp_path: Path) -> None:
+    """Chaos campaign finding: a lone surrogate in new content raised UnicodeEncodeError, not a refusal."""
+    files = impl.files(tmp_path)
+    with pytest.raises(WorkspaceViolation, match="not UTF-8 text"):
+        files.write("x.txt", "lone \ud800")
+    with pytest.raises(WorkspaceViolation, match="not UTF-8 text"):
+        files.write_many({"y.txt": "fine\n", "x.txt": "lone \ud800"})
+    assert not (tmp_path / "x.txt").exists()  # (legacy checks sizes file by file: y.txt may be written)

@@ -118,7 +118,7 @@ def test_one_pool_one_connection_for_every_client(new: Impl, stub: Any) -> None:
     new.close_llm(first)
     second.chat(chat_messages())
     assert [e.connections_opened for e in pool.endpoints()] == [1]
-    assert [e.http_version for e in pool.endpoints()] == ["HTTP/2"]
+    assert [e.http_version for e in pool.endpoints()] == ["HTTP/1.1"]
     new.run(
         pool.target.__aexit__(None, None, None) if new.is_async else pool.target.__exit__(None, None, None)
     )
@@ -144,14 +144,17 @@ def test_shared_token_bucket(new: Impl, stub: Any) -> None:
 
 
 def test_git_time_limit(new: Impl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A git that never finishes is killed at the time limit (a stand-in ``git`` that sleeps)."""
+    """A git that never finishes is killed at the time limit (a stand-in ``git`` that sleeps).
+
+    The CLI path (``native=False``): in process, ``head`` runs no git at all.
+    """
     make_repo(tmp_path / "repo")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "git").write_text("#!/bin/sh\nexec sleep 30\n")
     (bin_dir / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    repo = new.wrap(new.cls("git")(tmp_path / "repo", "A", "a@b", timeout=0.3))
+    repo = new.wrap(new.cls("git")(tmp_path / "repo", "A", "a@b", timeout=0.3, native=False))
     started = time.monotonic()
     with pytest.raises(GitError, match=r"no exit within 0\.3s"):
         repo.head()

@@ -77,3 +77,40 @@ def test_write_keeps_no_temp_files(impl: Impl, tmp_path: Path) -> None:
         store.set_todo(f"t-{n}", TodoState())
     leftovers = [p.name for p in (tmp_path / ".agent").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def _no_space(*args: object, **kwargs: object) -> None:
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_write_the_disk_refuses_names_the_file_and_keeps_the_old_document(
+    impl: Impl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaos campaign finding: a full disk surfaced as a bare OSError (a traceback) from the loops."""
+    import os
+
+    store = impl.status(tmp_path)
+    store.set_todo("t-0001", TodoState(status=TodoStatus.RUNNING, attempts=1))
+    monkeypatch.setattr(os, "replace", _no_space)
+    with pytest.raises(StateFileError, match=r"status\.json: cannot write: No space left on device"):
+        store.set_todo("t-0001", TodoState(status=TodoStatus.DONE, commit="abc", attempts=1))
+    monkeypatch.undo()
+    assert store.load().todos["t-0001"].status is TodoStatus.RUNNING
+    assert sorted(p.name for p in (tmp_path / ".agent").iterdir()) == ["status.json", "status.lock"]
+
+
+def test_loads_of_an_unchanged_document_share_one_snapshot(impl: Impl, tmp_path: Path) -> None:
+    """Chaos campaign finding (soak): every load parsed its own copy of a document that grows with every
+    todo; dozens of todos starting at once held dozens of copies, and the memory grew with the history."""
+    store = impl.status(tmp_path)
+    store.set_todo("t-0001", TodoState(status=TodoStatus.RUNNING, attempts=1))
+    first = store.load()
+    assert store.load() is first
+    store.set_todo("t-0001", TodoState(status=TodoStatus.DONE, commit="abc", attempts=1))
+    fresh = store.load()
+    assert fresh is not first and fresh.todos["t-0001"].status is TodoStatus.DONE
+    impl.status(tmp_path).set_agent(AgentState(state="idle", pid=7))  # another writer: a new file
+    assert store.load().agent.pid == 7
+    assert impl.status(tmp_path / "elsewhere").load().todos == {}
