@@ -171,7 +171,10 @@ def check_installed(tmp: Path, venv: Path) -> str:
     probe = (
         "import importlib.metadata as m, importlib.util as u, json\n"
         "print(json.dumps({'origin': u.find_spec('codeagent_app').origin,\n"
-        "  'dists': sorted({(d.metadata['Name'] or '').lower() for d in m.distributions()})}))"
+        "  'dists': sorted({(d.metadata['Name'] or '').lower() for d in m.distributions()})}))\n"
+        # every shipped command's modules import: bench (psutil, matplotlib) and chaos (hypothesis) included
+        "import benchmarks.ab, benchmarks.charts, benchmarks.fleet, codeagent_app.chaos.fuzz, codeagent_app.fleet_cli\n"
+        "import codeagent_app.dashboard.app, hypothesis, matplotlib.pyplot, psutil"
     )
     result = run(
         "inspect the fresh venv",
@@ -185,7 +188,7 @@ def check_installed(tmp: Path, venv: Path) -> str:
     if not origin.is_relative_to(venv):
         raise CheckFailed(f"codeagent_app is imported from {origin}, not from the fresh venv {venv}")
     dists: list[str] = found["dists"]
-    dev_only = sorted({"pytest", "import-linter", "nox", "mypy", "hypothesis", "openai"} & set(dists))
+    dev_only = sorted({"pytest", "import-linter", "nox", "mypy", "openai"} & set(dists))
     if dev_only:
         raise CheckFailed(f"the plain install brought dev-only packages along: {dev_only}")
     ws = "websockets" if "websockets" in dists else "NO websockets"
