@@ -127,8 +127,24 @@ def update_flags(
     """Apply changes to the flag file atomically, audit them, and return the new flags.
 
     Raises :class:`FlagFileError` when the current file is invalid (a person is
-    mid-edit: we do not overwrite their work) or when the result would be.
+    mid-edit: we do not overwrite their work), when the result would be, or when
+    the disk refuses the write (full, read-only: the old file stays as it was).
     """
+    try:
+        return _update_flags(path, components=components, loop=loop, source=source, reason=reason)
+    except OSError as exc:
+        # An automatic rollback runs inside a routed call: a bare OSError there failed the todo.
+        raise FlagFileError(str(path), f"cannot write: {exc.strerror or exc}") from exc
+
+
+def _update_flags(
+    path: Path,
+    *,
+    components: Mapping[str, ComponentChange] | None,
+    loop: str | None,
+    source: str,
+    reason: str,
+) -> FlagSet:
     components = components or {}
     for name in components:
         if name not in COMPONENTS:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from codeagent_app.chaos import checks, procs
-from codeagent_app.chaos.workload import Workload, fast_config, make_workspace
+from codeagent_app.chaos.workload import Workload, fast_config, make_workspace, new_path_flags
 
 #: A round with this many lives in a row that finished no todo is stalled (a defect).
 STALL_LIVES = 40
@@ -124,6 +124,8 @@ class LoopTarget:
     todos_per_workspace: int = 40
     #: Kill one worker of a supervisor (``True``) or the started process itself.
     kill_worker: bool = False
+    #: The workspaces' ``flags.toml`` (``None``: none, every component legacy).
+    flags: str | None = None
 
 
 def loop_targets() -> dict[str, LoopTarget]:
@@ -138,9 +140,14 @@ def loop_targets() -> dict[str, LoopTarget]:
 
     return {
         "legacy": LoopTarget("legacy", run("legacy")),
-        "async": LoopTarget("async", run("async", "--workers", "1")),
+        "async": LoopTarget("async", run("async", "--workers", "1"), flags=new_path_flags()),
         "worker": LoopTarget(
-            "worker", run("async", "--workers", "2"), workspaces=4, todos_per_workspace=15, kill_worker=True
+            "worker",
+            run("async", "--workers", "2"),
+            workspaces=4,
+            todos_per_workspace=15,
+            kill_worker=True,
+            flags=new_path_flags(),
         ),
     }
 
@@ -180,7 +187,7 @@ class CrashRun:
         roots = [base / f"ws{i}" for i in range(t.workspaces)]
         load = Workload(t.todos_per_workspace)
         for root in roots:
-            make_workspace(root, [load], config=fast_config())
+            make_workspace(root, [load], config=fast_config(), flags=t.flags)
         return roots, [load]
 
     def calibrate(self) -> None:

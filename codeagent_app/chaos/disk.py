@@ -32,7 +32,7 @@ from typing import Any
 
 from codeagent_app.chaos import checks, procs
 from codeagent_app.chaos.runner import Context
-from codeagent_app.chaos.workload import Workload, fast_config, make_workspace
+from codeagent_app.chaos.workload import Workload, fast_config, make_workspace, new_path_flags
 from llm_stub import StubOptions
 
 FSIZE_LIMIT = 6000
@@ -130,7 +130,9 @@ class Scenario:
     def __init__(self, name: str, loop: str, root: Path, url: str, todos: int) -> None:
         self.name, self.loop, self.root, self.url = name, loop, root, url
         self.load = Workload(todos)
-        make_workspace(root, [self.load], config=fast_config())
+        make_workspace(
+            root, [self.load], config=fast_config(), flags=new_path_flags() if loop == "async" else None
+        )
         self.result: dict[str, Any] = {"scenario": name, "loop": loop, "todos": todos}
 
     def args(self) -> list[str]:
@@ -170,6 +172,7 @@ class Scenario:
             procs.kill_group(proc)
             self.result["hung"] = True
         text = output.decode("utf-8", "replace")
+        (self.root.parent / f"{self.root.name}.log").write_text(text, encoding="utf-8")  # kept on failure
         lines = [line for line in text.splitlines() if line.strip()]
         self.result.update(
             exit_code=proc.returncode,

@@ -70,9 +70,18 @@ DEFECTS: list[str] = [
     "(not an `LLMError`, not retried): the todo failed at once with a traceback. Such a body is now retried "
     "like a cut-short one, then `LLMMalformedResponse` (`legacy/llm.py`, `core_async/llm_wire.py`, twin "
     "regenerated). Test: `tests/parity/test_llm_nested_body.py` (legacy, async and sync twin).",
+    "**On a full disk the async loop's automatic rollback failed todos with a traceback** (`disk`, ENOSPC, the "
+    "async loop with every component new): the failed checkpoint writes tripped the bridge's error-rate "
+    "rollback, whose write of `flags.toml` raised a bare `OSError` inside the routed call (only "
+    "`FlagFileError` was caught). `update_flags` now turns a refused write into a `FlagFileError` naming the "
+    "file (`cannot write: ...`), which the rollback logs; the old flag file stays. Test: "
+    "`tests/feature_flags/test_writer.py::test_a_write_the_disk_refuses_is_a_flag_file_error_and_keeps_the_old_file`.",
 ]
 
 MISSING: list[str] = [
+    "Until this session's last runs, the async targets ran without a flag file, so the async loop routed every "
+    "component to the legacy code; `crash-async`, `crash-worker`, `soak`, `llm` and `disk` now run it with every "
+    "component new (`new_path_flags`). The `crash-legacy` figures were unaffected.",
     "The fleet worker (`codeagent worker --queue DSN`, drains moved after `--stalled-after`) is not a crash target "
     "yet; nor are the moves of the state to PostgreSQL and back (`migrate apply --to postgres|files`): only the "
     "file-format `apply`/`rollback` are killed.",

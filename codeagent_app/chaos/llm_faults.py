@@ -28,7 +28,7 @@ from typing import Any
 from codeagent.models import StatusFile, TodoStatus
 from codeagent_app.chaos import checks, procs
 from codeagent_app.chaos.runner import Context
-from codeagent_app.chaos.workload import Workload, fast_config, make_workspace
+from codeagent_app.chaos.workload import Workload, fast_config, make_workspace, new_path_flags
 from llm_stub import StubOptions
 
 TRANSIENT = {"500": 0.04, "429": 0.04, "reset": 0.03, "malformed": 0.03, "hang": 0.02, "cut": 0.04}
@@ -69,7 +69,7 @@ def one_run(ctx: Context, mix_name: str, mix: dict[str, float], variant: str, wo
     load = Workload(ctx.sizes.llm_todos)
     root = work / f"llm-{mix_name}-{variant}"
     config = fast_config(timeout=TIMEOUT_S, max_retries=MAX_RETRIES, **llm)
-    make_workspace(root, [load], config=config)
+    make_workspace(root, [load], config=config, flags=new_path_flags() if loop == "async" else None)
     options = StubOptions(
         latency_ms=5.0, fault_rates=mix, retry_after_s=0.1, hang_s=30.0, draws="prompt", seed=ctx.seed
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codeagent.models import Todo, TodoFile, dump_json
+from feature_flags.model import COMPONENTS
 
 #: The identity of the campaign's own git commands (the loops commit with their configured one).
 GIT_ENV = {
@@ -93,6 +94,18 @@ class Workload:
 def fast_config(**llm: Any) -> dict[str, Any]:
     """A config that makes one todo cheap: short polls, LLM settings as given."""
     return {"poll_interval": 0.05, "llm": dict(llm)} if llm else {"poll_interval": 0.05}
+
+
+def new_path_flags() -> str:
+    """The flag file of the async targets: the async loop with every component on the new path.
+
+    Without it the async loop routes every component to the legacy code (the flags' default), and a
+    campaign against "the async core" would exercise the legacy components in threads.
+    """
+    lines = ["version = 1", 'loop = "async"', "fallback_to_legacy = false", ""]
+    for component in COMPONENTS:
+        lines += [f"[components.{component}]", 'mode = "new"', ""]
+    return "\n".join(lines)
 
 
 def make_workspace(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,33 @@ def test_write_is_atomic_no_temp_files_left(tmp_path: Path) -> None:
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert read_flags(path).flag("files").mode is Mode.NEW
+
+
+_REFUSED_WRITE = """\
+import resource, signal, sys
+from pathlib import Path
+from feature_flags import ComponentChange, FlagFileError, Mode, update_flags
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+try:
+    update_flags(Path(sys.argv[1]), components={"files": ComponentChange(mode=Mode.NEW)}, source="auto-rollback", reason="r")
+except FlagFileError as exc:
+    print(exc)
+"""
+
+
+def test_a_write_the_disk_refuses_is_a_flag_file_error_and_keeps_the_old_file(tmp_path: Path) -> None:
+    # Found by `codeagent chaos` (disk, ENOSPC on the async loop): an automatic rollback's write on a full disk
+    # raised a bare OSError inside the routed call and failed the todo with a traceback.
+    path = tmp_path / "flags.toml"
+    path.write_text(HAND_WRITTEN)
+    done = subprocess.run(
+        [sys.executable, "-c", _REFUSED_WRITE, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == f"{path}: cannot write: File too large"
+    assert path.read_text() == HAND_WRITTEN
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flags.toml", "flags.toml.lock"]
