@@ -180,6 +180,7 @@ def disk(result: dict[str, Any] | None, soak: dict[str, Any] | None) -> list[str
                 continue
             c = s.get("curve", {})
             rss, fds, th = c.get("rss_kb", {}), c.get("fds", {}), c.get("threads", {})
+            rest = s.get("at_rest", {}).get("fds", {})
             rows.append(
                 [
                     loop,
@@ -189,7 +190,12 @@ def disk(result: dict[str, Any] | None, soak: dict[str, Any] | None) -> list[str
                     s.get("todos_per_s"),
                     f"{_mib(rss.get('start'))} / {_mib(rss.get('end'))} / {_mib(rss.get('max'))} "
                     f"(halves' max {_mib(rss.get('first_half_max'))} → {_mib(rss.get('second_half_max'))})",
-                    f"{fds.get('start')} / {fds.get('end')} / {fds.get('max')} (medians {fds.get('first_half_median')} → {fds.get('second_half_median')})",
+                    f"{fds.get('start')} / {fds.get('end')} / {fds.get('max')} "
+                    + (
+                        f"(at rest, medians {rest.get('first_half_median')} → {rest.get('second_half_median')})"
+                        if rest
+                        else f"(medians {fds.get('first_half_median')} → {fds.get('second_half_median')})"
+                    ),
                     f"{th.get('start')} / {th.get('end')} / {th.get('max')}",
                     s.get("rss_kb_per_todo_second_half"),
                 ]

@@ -3,13 +3,32 @@
 The async core runs as a service (``codeagent run --loop async --workers 1``,
 no ``--until-idle``) over several workspaces while the campaign feeds it todos
 in batches (appended to each ``todos.json`` the way ``todo add`` does; the
-kernel wakes on the change). ``/proc`` is sampled every half second. Bounded
-means no upward trend: the second half of the run peaks no more than a margin
-above the first half (RSS within 25%, threads within 16; fds, noisy as git
-children come and go, by their medians, within 16); the RSS growth per todo
-over the second half is reported beside it. The legacy
-loop gets the same on one workspace, as long as its share of the time allows.
-At the end every todo must be done exactly once with its exact content.
+kernel wakes on the change). ``/proc`` is sampled every half second: the curve
+the report shows. The legacy loop gets the same on one workspace, as long as
+its share of the time allows. At the end every todo must be done exactly once
+with its exact content.
+
+Growth is judged on the loop *at rest*: one more sample the moment each batch
+is done (every todo fed so far done, none in flight). The running curve cannot
+tell a leak from load. Its first seconds are the interpreter importing (3 fds,
+one thread) before the loop opens anything, so on a short run its first half
+is mostly start-up; and while todos run, its level follows what is in flight:
+a descriptor per status write waiting on ``.agent/status.lock`` (one per
+thread of the bridge's pools, up to 64 per workspace, whose queue lengthens
+as the status document grows), the pipes of git children, the LLM
+connections in use. At rest those are closed; what stays is the loop's own
+(workspace locks, inotify watches, the event loop's descriptors), the idle
+pooled connections (until their keep-alive expiry) and the pool threads at
+their high water, all bounded by the configured pools. A leak stays open, so
+it raises every later rest sample by what it leaked per todo times the todos
+done since.
+
+Bounded means the second half of the rest samples is no higher than a margin
+above the first half: RSS peaks within 25%, threads peaks within 16, fds
+medians within 16. The halves' medians lie about half the todos apart, so a
+leak of one descriptor per 9 todos crosses it on the quick run's 300 (one per
+300 on the full run's 10,000). The RSS growth per todo over the second half is
+reported beside it.
 """
 
 from __future__ import annotations
@@ -23,7 +42,7 @@ from typing import Any
 
 from codeagent_app.chaos import checks, procs
 from codeagent_app.chaos.runner import Context
-from codeagent_app.chaos.workload import Workload, add_todos, fast_config, make_workspace
+from codeagent_app.chaos.workload import Workload, add_todos, fast_config, make_workspace, new_path_flags
 from llm_stub import StubOptions
 
 BATCHES = 20
@@ -54,10 +73,11 @@ class Sampler(threading.Thread):
 
 
 def bounded(summary: dict[str, Any]) -> list[str]:
-    """Upward trends in a curve's summary (empty: bounded).
+    """Upward trends in the summary of the rest samples' curve (empty: bounded).
 
     RSS and threads by their peaks (the second half within 25% / 16 of the
-    first); fds, noisy as git children's pipes come and go, by their medians.
+    first); fds by their medians (within 16), a late connection or a
+    descriptor still closing at the moment of a sample does not count.
     """
     problems: list[str] = []
     rss = summary.get("rss_kb")
@@ -70,6 +90,18 @@ def bounded(summary: dict[str, Any]) -> list[str]:
     if fds and fds["second_half_median"] > fds["first_half_median"] + COUNT_MARGIN:
         problems.append(f"fds grew: median {fds['first_half_median']} -> {fds['second_half_median']}")
     return problems
+
+
+def at_rest(pid: int, t: float, done: int, rest: list[tuple[int, procs.Sample]]) -> None:
+    """Sample ``pid`` now, a batch just done (``done`` todos in all), into ``rest``."""
+    found = procs.sample(pid, t)
+    if found is not None:
+        rest.append((done, found))
+
+
+def rest_bounded(rest: list[tuple[int, procs.Sample]]) -> list[str]:
+    """Upward trends of the loop at rest, one sample per batch done (see :func:`bounded`)."""
+    return bounded(procs.Curve([s for _, s in rest]).summary())
 
 
 def slope_kb_per_todo(samples: list[procs.Sample], done_at: list[tuple[float, int]]) -> float | None:
@@ -94,6 +126,7 @@ def soak(ctx: Context, loop: str, total: int, workspaces: int, deadline: float) 
             root,
             [Workload(0)],
             config=fast_config(),
+            flags=new_path_flags() if loop == "async" else None,
             extra_files={whole.path(i): whole.before(i) for i in whole.indexes()},
         )
     batch = max(1, per_ws // BATCHES)
@@ -109,6 +142,7 @@ def soak(ctx: Context, loop: str, total: int, workspaces: int, deadline: float) 
         sampler = Sampler(proc.pid)
         sampler.start()
         done_at: list[tuple[float, int]] = []
+        rest: list[tuple[int, procs.Sample]] = []  # (todos done, the loop at rest) per batch done
         try:
             while fed < per_ws and time.monotonic() < deadline and proc.poll() is None:
                 part = Workload(min(batch, per_ws - fed), start=fed)
@@ -117,8 +151,10 @@ def soak(ctx: Context, loop: str, total: int, workspaces: int, deadline: float) 
                 fed += part.count
                 while proc.poll() is None and time.monotonic() < deadline:  # the batch done: the next one
                     done = sum(checks.status_counts(r).get("done", 0) for r in roots)
-                    done_at.append((time.monotonic() - sampler.started, done))
+                    now = time.monotonic() - sampler.started
+                    done_at.append((now, done))
                     if done >= fed * len(roots):
+                        at_rest(proc.pid, now, done, rest)
                         break
                     time.sleep(0.2)
                 ctx.load.tick()
@@ -138,7 +174,7 @@ def soak(ctx: Context, loop: str, total: int, workspaces: int, deadline: float) 
     for root in roots:
         problems += checks.final_check(root, [done_load])
     summary = sampler.curve.summary()
-    problems += bounded(summary)
+    problems += [f"at rest, {p}" for p in rest_bounded(rest)]
     if exit_code != 0:
         problems.append(f"the loop exited {exit_code} on SIGTERM")
     return {
@@ -151,11 +187,13 @@ def soak(ctx: Context, loop: str, total: int, workspaces: int, deadline: float) 
         "seconds": round(seconds, 1),
         "todos_per_s": round(fed * len(roots) / max(seconds, 0.001), 1),
         "curve": summary,
+        "at_rest": procs.Curve([s for _, s in rest]).summary(),
         "rss_kb_per_todo_second_half": slope_kb_per_todo(sampler.curve.samples, done_at),
         "samples": [
             [s.t, s.rss_kb, s.fds, s.threads]
             for s in sampler.curve.samples[:: max(1, len(sampler.curve.samples) // 60)]
         ],
+        "rest_samples": [[n, s.t, s.rss_kb, s.fds, s.threads] for n, s in rest],
         "problems": problems[:20],
     }
 

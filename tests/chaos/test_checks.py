@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from codeagent.models import StatusFile, TodoState, TodoStatus, dump_json
-from codeagent_app.chaos import checks, report, runner
+from codeagent_app.chaos import checks, procs, report, runner
 from codeagent_app.chaos.llm_faults import reason_of
 from codeagent_app.chaos.migrate_kills import classify
-from codeagent_app.chaos.soak import bounded
+from codeagent_app.chaos.soak import bounded, rest_bounded
 from codeagent_app.chaos.workload import Workload, git, make_workspace
 
 
@@ -139,6 +141,88 @@ def test_small_helpers() -> None:
     assert runner.expand(None) == list(runner.TARGETS)
     with pytest.raises(ValueError, match="unknown target"):
         runner.expand(["everything"])
+
+
+# Recorded by the soak (``soak(ctx, "async", 300, 3, ...)``: the quick run's 300 todos over 3
+# workspaces, 20 batches of 15): open fds of the loop at rest, one sample per batch done.
+PLATEAU_AT_REST = [39, 39, 35, 40, 40, 40, 39, 38, 34, 33, 32, 35, 38, 38, 36, 37, 36, 37, 37, 34]
+# The same run with a deliberate leak in the loop (a sitecustomize keeping /dev/null open on
+# every LLM request: about one descriptor per todo) ...
+LEAK_EVERY_REQUEST_AT_REST = [53, 68, 83, 100, 115, 130, 145, 159, 174, 190]
+LEAK_EVERY_REQUEST_AT_REST += [205, 222, 235, 248, 261, 278, 295, 308, 323, 337]
+# ... and on every fifth request.
+LEAK_EVERY_5TH_AT_REST = [36, 45, 48, 49, 50, 53, 55, 58, 66, 69, 72, 70, 74, 78, 82, 85, 88, 91, 94, 95]
+# The tiny campaign's soak (18 todos, 6 batches of 3), which failed with "fds grew: median
+# 3 -> 28": its half-second curve (t, RSS KiB, fds, threads), 3 fds for the first 5 s while
+# the interpreter imports, and the same run at rest.
+TINY_CURVE = [
+    (0.52, 14028, 3, 1), (1.02, 16528, 3, 1), (1.52, 25196, 3, 1), (2.03, 33172, 3, 1),
+    (2.61, 40732, 3, 1), (3.11, 42948, 3, 1), (3.64, 44780, 3, 1), (4.15, 46304, 3, 1),
+    (4.66, 46768, 3, 1), (5.16, 49868, 6, 1), (5.69, 62288, 6, 1), (6.19, 66036, 6, 1),
+    (6.7, 66528, 7, 1), (7.2, 67652, 6, 1), (7.71, 71540, 24, 11), (8.21, 73996, 25, 14),
+    (8.72, 75832, 26, 14), (9.23, 75968, 28, 14), (9.73, 76108, 28, 14), (10.24, 76188, 28, 14),
+    (10.79, 76292, 32, 15), (11.29, 76420, 42, 16), (11.8, 76476, 30, 16),
+]  # fmt: skip
+TINY_AT_REST = [(3, 75968, 28, 14), (6, 76108, 28, 14), (9, 76188, 28, 14)]
+TINY_AT_REST += [(12, 76292, 28, 15), (15, 76440, 28, 16), (18, 76496, 28, 16)]
+
+
+def _rest(
+    fds: Sequence[int], *, threads: Sequence[int] = (), rss_kb: Sequence[int] = (), per_batch: int = 15
+) -> list[tuple[int, procs.Sample]]:
+    """Rest samples, one per batch of ``per_batch`` todos (threads 27 and 80 MiB unless given)."""
+    return [
+        (
+            (i + 1) * per_batch,
+            procs.Sample(
+                t=float(i),
+                rss_kb=rss_kb[i] if rss_kb else 80_000,
+                fds=n,
+                threads=threads[i] if threads else 27,
+            ),
+        )
+        for i, n in enumerate(fds)
+    ]
+
+
+def test_a_short_soak_is_judged_at_rest_not_by_its_start_up() -> None:
+    # The running curve's first half is the interpreter importing (3 fds) before the loop opens
+    # its locks, watches and pools: the old judgement of the whole curve calls that growth.
+    curve = procs.Curve([procs.Sample(t, rss, fds, th) for t, rss, fds, th in TINY_CURVE])
+    assert bounded(curve.summary()) == ["fds grew: median 3 -> 28"]
+    rest = [(n, procs.Sample(float(n), rss, fds, th)) for n, rss, fds, th in TINY_AT_REST]
+    assert rest_bounded(rest) == []
+
+
+def test_a_leak_raises_the_loop_at_rest_a_plateau_does_not() -> None:
+    assert rest_bounded(_rest(PLATEAU_AT_REST)) == []
+    assert rest_bounded(_rest(LEAK_EVERY_REQUEST_AT_REST)) == ["fds grew: median 130 -> 278"]
+    assert rest_bounded(_rest(LEAK_EVERY_5TH_AT_REST)) == ["fds grew: median 53 -> 85"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_linear_growth_is_flagged_and_a_filling_pool_is_not(seed: int) -> None:
+    rng = random.Random(seed)
+    batches, per_batch = 20, 15  # the quick run's shape
+
+    def noise(width: int) -> int:
+        return rng.randint(-width, width)
+
+    # A plateau: pools filling over the first batches (connections, threads), then noise.
+    filled = [min(i + 1, 3) / 3 for i in range(batches)]
+    fds = [31 + round(24 * f) + noise(8) for f in filled]
+    threads = [14 + round(50 * f) + noise(2) for f in filled]
+    rss = [76_000 + 300 * i + 50 * noise(20) for i in range(batches)]  # the status history grows
+    assert rest_bounded(_rest(fds, threads=threads, rss_kb=rss)) == []
+    # A leak of one descriptor per 6 todos, of 3 threads per batch, RSS doubling: each is found.
+    leaking = [n + (i + 1) * per_batch // 6 for i, n in enumerate(fds)]
+    assert [p.split(":")[0] for p in rest_bounded(_rest(leaking, threads=threads, rss_kb=rss))] == [
+        "fds grew"
+    ]
+    more_threads = [n + 3 * i for i, n in enumerate(threads)]
+    assert [p.split(":")[0] for p in rest_bounded(_rest(fds, threads=more_threads))] == ["threads grew"]
+    fatter = [n + 4_000 * i for i, n in enumerate(rss)]
+    assert [p.split(":")[0] for p in rest_bounded(_rest(fds, rss_kb=fatter))] == ["RSS grew"]
 
 
 def test_the_report_merges_runs_and_renders_every_section(tmp_path: Path) -> None:
