@@ -21,16 +21,24 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from codeagent.errors import ConfigError
-from codeagent.models import OperatorAction, Todo, TodoChange
+from codeagent.models import OperatorAction, Todo, TodoChange, utcnow
+from core_async.pg_state import (
+    AsyncPgCheckpointStore,
+    AsyncPgEventLog,
+    AsyncPgStatusStore,
+    AsyncPgTodoStore,
+    PgDatabase,
+)
+from fleet.events import EventFollower, EventSink
+from fleet.queue import FleetQueue, Timing, WorkspaceHeld
 from fleet.workspaces import register, verify_identity
 
-if TYPE_CHECKING:
-    from core_async.pg_state import PgDatabase
-    from fleet.events import EventSink
-    from fleet.queue import FleetQueue
+# Every fleet command needs the queue and the database, imported above: an import is a blocking call,
+# and made inside a coroutine it holds the event loop (asyncio's debug mode reports it). The kernel's
+# own modules stay imported where only ``worker`` and ``serve --queue`` need them.
 
 
 class FleetComponents:
@@ -47,8 +55,6 @@ class FleetComponents:
 
     def stores(self, root: Path) -> tuple[Any, Any, Any]:
         """The workspace's state in PostgreSQL."""
-        from core_async.pg_state import AsyncPgCheckpointStore, AsyncPgStatusStore, AsyncPgTodoStore
-
         return (
             AsyncPgTodoStore(self.db, self.ident),
             AsyncPgStatusStore(self.db, self.ident),
@@ -93,10 +99,7 @@ async def run_worker(
     from codeagent_app.runner import routed_components
     from core_async.kernel.entry import run_kernel
     from core_async.kernel.server_core import KernelOptions
-    from core_async.pg_state import AsyncPgEventLog, PgDatabase
-    from fleet.events import EventSink
-    from fleet.queue import FleetQueue, Timing
-    from legacy.workspace_lock import hold_workspace
+    from legacy.workspace_lock import WorkspaceBusy, hold_workspace
 
     db = await PgDatabase(dsn, max_size=max(4, 4 * concurrency)).open()
     queue = FleetQueue(dsn, Timing.for_stalled_after(stalled_after))
@@ -108,7 +111,10 @@ async def run_worker(
     async def drain(ident: str) -> None:
         root = await verify_identity(db, ident)
         async with AsyncExitStack() as stack:
-            await asyncio.to_thread(stack.enter_context, hold_workspace(root, "fleet"))
+            try:
+                await asyncio.to_thread(stack.enter_context, hold_workspace(root, "fleet"))
+            except WorkspaceBusy as exc:  # e.g. by a worker taken for lost while only slow: wait for it
+                raise WorkspaceHeld(str(exc)) from exc
             options = KernelOptions(
                 install_signal_handlers=False,
                 components=lambda r: FleetComponents(db, ident, routed(r)),
@@ -132,9 +138,6 @@ async def run_worker(
 
 async def add_todo(dsn: str, root: Path, text: str, files: Sequence[str]) -> Todo:
     """``codeagent todo add --queue``: the todo into the fleet's state, and a drain of its workspace asked for."""
-    from core_async.pg_state import AsyncPgEventLog, AsyncPgTodoStore, PgDatabase
-    from fleet.queue import FleetQueue
-
     db = await PgDatabase(dsn, max_size=2).open()
     try:
         ident = await register(db, root)
@@ -150,8 +153,6 @@ async def add_todo(dsn: str, root: Path, text: str, files: Sequence[str]) -> Tod
 
 
 def _now() -> str:
-    from codeagent.models import utcnow
-
     return utcnow().isoformat().replace("+00:00", "Z")
 
 
@@ -161,9 +162,6 @@ def _added(label: str, todo: Todo, source: str) -> dict[str, Any]:
 
 async def queue_status(dsn: str) -> dict[str, Any]:
     """``codeagent queue status``: workers and their heartbeats, drains by workspace and status."""
-    from core_async.pg_state import PgDatabase
-    from fleet.queue import FleetQueue
-
     db = await PgDatabase(dsn, max_size=2).open()
     try:
         workspaces = {ident: {"path": path, "label": label} for ident, path, label in await db.workspaces()}
@@ -185,8 +183,6 @@ class FleetWorkspace:
     def __init__(
         self, db: PgDatabase, queue: FleetQueue, sink: EventSink, ident: str, path: str, label: str
     ) -> None:
-        from core_async.pg_state import AsyncPgCheckpointStore, AsyncPgStatusStore, AsyncPgTodoStore
-
         self.label = label
         self.path = path
         self.ident = ident
@@ -226,9 +222,6 @@ async def serve_fleet(dsn: str, host: str, port: int, token: str | None, extra_r
     from core_async.kernel.events import EventBus
     from core_async.kernel.http_server import ApiServer
     from core_async.kernel.metrics import MetricsCollector
-    from core_async.pg_state import AsyncPgEventLog, PgDatabase
-    from fleet.events import EventFollower, EventSink
-    from fleet.queue import FleetQueue
 
     db = await PgDatabase(dsn).open()
     queue = FleetQueue(dsn)

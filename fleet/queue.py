@@ -16,6 +16,14 @@ procrastinate issue #1408). When a drain of the same workspace is already
 waiting, the stalled one cannot be put back (its queueing lock is taken:
 procrastinate issue #1446); it is marked failed instead, and the waiting drain
 does its work.
+
+A worker that is only slow (its heartbeats late on a busy host) is taken for
+lost all the same, and the drain moved off it finds the workspace still locked
+by that worker: the drain raises :class:`WorkspaceHeld` and is tried again
+after a check period, never failed for it (a failed drain of a workspace whose
+worker then dies would leave its todos waiting for the next one added). When
+the slow worker finishes, the drain waiting for its retry is marked done with
+it (procrastinate finishes a job that waits as well as one that runs).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import procrastinate
 import psycopg
 from procrastinate import exceptions as pexc
 from procrastinate.jobs import Status
+from procrastinate.retry import RetryStrategy
 
 log = logging.getLogger("codeagent.fleet")
 
@@ -46,21 +55,33 @@ _SCHEMA_LOCK = 72_410_002
 Drainer = Callable[[str], Awaitable[None]]
 
 
+class WorkspaceHeld(Exception):
+    """The workspace of a drain is held by another live process: the drain is tried again later."""
+
+
 @dataclass(frozen=True)
 class Timing:
-    """How quickly a lost worker's jobs move: heartbeat period, when a worker counts as gone, how often it is checked."""
+    """How quickly a lost worker's jobs move: heartbeat period, when a worker counts as gone, how often it is checked.
+
+    ``fetch_every`` is how often an idle drain slot looks for work without being told: procrastinate
+    notifies workers of a new job, not of one put back in the queue, so a stalled drain that was moved
+    waits for that look (procrastinate's default is 5 s).
+    """
 
     heartbeat: float = 2.0
     stalled_after: float = 10.0
     check_every_seconds: int = 5
+    fetch_every: float = 5.0
 
     @classmethod
     def for_stalled_after(cls, seconds: float) -> Timing:
-        """Heart-beat five times per stalled timeout, look for stalled drains twice per timeout."""
+        """Heart-beat five times per stalled timeout, look for stalled drains (and moved ones) twice per timeout."""
+        check = max(1, round(seconds / 2))
         return cls(
             heartbeat=max(0.2, seconds / 5),
             stalled_after=seconds,
-            check_every_seconds=max(1, round(seconds / 2)),
+            check_every_seconds=check,
+            fetch_every=float(min(5, check)),
         )
 
 
@@ -79,13 +100,19 @@ class FleetQueue:
     def _register(self) -> None:
         app = self.app
 
-        @app.task(name=DRAIN_TASK, queue=QUEUE)
+        @app.task(
+            name=DRAIN_TASK,
+            queue=QUEUE,
+            retry=RetryStrategy(wait=self.timing.check_every_seconds, retry_exceptions={WorkspaceHeld}),
+        )
         async def drain(workspace: str) -> None:
             if self._drainer is None:
                 raise RuntimeError("this process has no drainer: it is not a worker")
             await self._drainer(workspace)
 
-        @app.periodic(cron=f"*/{self.timing.check_every_seconds} * * * * *", periodic_id="stalled")
+        # croniter reads a sixth field as the seconds ("*/2 * * * * *" would be every second of every
+        # other minute, and no check at all in the minutes between).
+        @app.periodic(cron=f"* * * * * */{self.timing.check_every_seconds}", periodic_id="stalled")
         @app.task(name=RETRY_TASK, queue=MAINTENANCE_QUEUE, queueing_lock=RETRY_TASK)
         async def retry_stalled(timestamp: int) -> None:
             del timestamp
@@ -157,6 +184,7 @@ class FleetQueue:
                 name=name or "codeagent-worker",
                 update_heartbeat_interval=self.timing.heartbeat,
                 stalled_worker_timeout=self.timing.stalled_after,
+                fetch_job_polling_interval=self.timing.fetch_every,
                 listen_notify=True,
                 install_signal_handlers=True,
             )
