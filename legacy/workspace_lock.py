@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,12 +81,65 @@ def hold_workspace(root: Path, loop: str) -> Iterator[None]:
             if swept:
                 log.info("removed %d temp file(s) interrupted writes left in %s", len(swept), root)
         try:
+            if remove_stale_index_lock(root):
+                log.warning(
+                    "removed a stale .git/index.lock in %s (left by a git write that was killed)", root
+                )
+        except OSError as exc:
+            log.warning("could not remove a stale .git/index.lock in %s: %s", root, exc)
+        try:
             yield
         finally:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+#: Seconds an ``index.lock`` must have existed before a new holder of the workspace takes it for stale: git
+#: holds it for milliseconds around an ``add`` or a commit.
+STALE_INDEX_LOCK_S = 5.0
+
+
+def remove_stale_index_lock(root: Path, now: float | None = None) -> bool:
+    """Remove ``.git/index.lock`` that a killed write left; whether one was removed.
+
+    Called with the workspace held, so no loop of ours is writing the index; a lock
+    older than :data:`STALE_INDEX_LOCK_S` with no ``git`` process working in the
+    workspace was left by a write that never finished (a SIGKILL during libgit2's
+    index write, in the loop's own process, or of a git child), and would make every
+    later ``git add`` of the workspace fail with "index.lock: File exists".
+    """
+    lock = root / ".git" / "index.lock"
+    try:
+        age = (now if now is not None else time.time()) - lock.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age < STALE_INDEX_LOCK_S or _git_working_in(root):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        lock.unlink()
+    return True
+
+
+def _git_working_in(root: Path) -> bool:
+    """Whether a ``git`` process has its working directory in ``root`` (Linux' ``/proc``; else assume not)."""
+    top = os.path.realpath(root)
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
+                if not comm.read().startswith("git"):
+                    continue
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd == top or cwd.startswith(top + os.sep):
+            return True
+    return False
 
 
 def workspace_holder(root: Path) -> dict[str, Any] | None:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from legacy.workspace_lock import WorkspaceBusy, hold_workspace, sweep_stale_temps
+from legacy.workspace_lock import (
+    STALE_INDEX_LOCK_S,
+    WorkspaceBusy,
+    hold_workspace,
+    remove_stale_index_lock,
+    sweep_stale_temps,
+)
 
 
 def test_a_second_holder_is_refused_and_the_first_is_named(workspace: Path) -> None:
@@ -44,3 +52,34 @@ def test_taking_the_workspace_removes_temp_files_of_interrupted_state_writes(wor
 def test_the_sweep_needs_no_state_directory_contents(workspace: Path) -> None:
     (workspace / ".agent").mkdir()
     assert sweep_stale_temps(workspace) == []
+
+
+def test_taking_the_workspace_removes_an_index_lock_a_killed_git_write_left(workspace: Path) -> None:
+    """Chaos campaign finding (crash-async): a SIGKILL during libgit2's index write left ``.git/index.lock``,
+    and every later ``git add`` of the workspace failed with "index.lock: File exists" (30 todos lost)."""
+    if not (workspace / ".git").is_dir():
+        subprocess.run(["git", "init", "-q", str(workspace)], check=True)
+    lock = workspace / ".git" / "index.lock"
+    lock.write_bytes(b"")
+    with hold_workspace(workspace, "async"):
+        assert lock.exists()  # a fresh lock may be a git at work: kept
+    old = time.time() - STALE_INDEX_LOCK_S - 1
+    os.utime(lock, (old, old))
+    with hold_workspace(workspace, "async"):
+        assert not lock.exists()
+    subprocess.run(["git", "-C", str(workspace), "add", "-A"], check=True)
+    assert remove_stale_index_lock(workspace) is False  # nothing left to remove
+
+
+def test_an_index_lock_is_kept_while_a_git_process_works_in_the_workspace(workspace: Path) -> None:
+    if not (workspace / ".git").is_dir():
+        subprocess.run(["git", "init", "-q", str(workspace)], check=True)
+    lock = workspace / ".git" / "index.lock"
+    lock.write_bytes(b"")
+    # `git var GIT_EDITOR`-style long runner: a git process whose working directory is the workspace.
+    busy = subprocess.Popen(["git", "hash-object", "--stdin"], cwd=workspace, stdin=subprocess.PIPE)
+    try:
+        assert remove_stale_index_lock(workspace, now=time.time() + 60) is False
+    finally:
+        busy.communicate(b"x")
+    assert remove_stale_index_lock(workspace, now=time.time() + 60) is True
