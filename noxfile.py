@@ -48,6 +48,12 @@ def tests(session: nox.Session) -> None:
         *cov,
         "--cov-report=term-missing:skip-covered",
         "--cov-fail-under=90",
+        # Most tests wait on processes, sockets and timers: two workers halve the wall time on 2 cores.
+        # Tests that use PostgreSQL share one worker (the server's connection limit is shared too).
+        "-n",
+        "2",
+        "--dist",
+        "loadgroup",
         *session.posargs,
         # Coverage tracing slows every callback 2-3x; the slow-callback detector allows for it.
         env={"PYTHONASYNCIODEBUG": "1", "CODEAGENT_SLOW_CALLBACK": "0.5"},

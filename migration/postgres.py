@@ -497,6 +497,8 @@ def ask_for_drain(dsn: str, root: Path, workspace_id: str) -> str:
             unfinished = len(pending_todos(todos, SyncPgStatusStore(db, workspace_id).load()))
         if not unfinished:
             return "no unfinished todo: no drain queued (`codeagent todo add --queue DSN` queues one)"
+        import fleet.queue  # noqa: F401  (procrastinate takes a second or more to import: not on the loop)
+
         queued = asyncio.run(_defer_drain(dsn, workspace_id))
     except Exception as exc:  # best effort: the move is done and verified whatever happens here
         return (

@@ -111,3 +111,28 @@ def pg_dsn(pg_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+#: Tests that run on one xdist worker, one after another (``--dist loadgroup``): those that need PostgreSQL
+#: (the server's connection limit is shared by every database the tests create) and those that start sets
+#: of processes or drive load (two of them at once on 2 cores starve each other's deadlines). The rest run
+#: beside them on the other worker.
+_PG_FIXTURES = {"pg_server", "pg_dsn"}
+_HEAVY_FILES = (
+    "tests/cli/test_workers.py",
+    "tests/cli/test_idle.py",
+    "tests/dashboard/",
+    "tests/benchmarks/",
+    "tests/stub/test_load.py",
+    "tests/kernel/test_load_shedding.py",
+    "tests/core_async/test_llm_client.py",
+    "tests/chaos/",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = str(config.rootpath)
+    for item in items:
+        where = str(item.path).removeprefix(root).lstrip("/")
+        if _PG_FIXTURES & set(getattr(item, "fixturenames", ())) or where.startswith(_HEAVY_FILES):
+            item.add_marker(pytest.mark.xdist_group("serial"))

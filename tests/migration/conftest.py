@@ -20,6 +20,7 @@ from llm_stub import StubOptions, StubServer
 from tests.agents import async_agent as build_async
 from tests.agents import legacy_agent as build_legacy
 from tests.conftest import debug_loop
+from tests.fleet.conftest import shared_pg_dsn  # noqa: F401  (one database for a module's tests)
 
 # A fresh PostgreSQL database per test, for the moves --to postgres and back (tests/fleet's fixtures).
 
