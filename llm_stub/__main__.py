@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--hang-s", type=float, default=3600.0, help="how long a 'hang' fault lasts")
     parser.add_argument("--model", default="stub-coder", help="model name listed by /v1/models")
+    parser.add_argument(
+        "--hold-until-in-flight",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold every completion until N requests are in flight at once (default 0: off)",
+    )
+    parser.add_argument(
+        "--hold-timeout-s", type=float, default=30.0, help="longest hold of one request (default 30)"
+    )
     parser.add_argument("--log-level", default="WARNING", help="log level on stderr (default WARNING)")
     parser.add_argument("--quiet-stdout", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -76,6 +86,8 @@ def options_from_args(args: argparse.Namespace) -> StubOptions:
         latency_p99_ms=args.latency_p99_ms,
         fault_rates=parse_fault_rates(args.fault_rates),
         draws=args.draws,
+        hold_until_in_flight=args.hold_until_in_flight,
+        hold_timeout_s=args.hold_timeout_s,
     )
 
 

@@ -134,20 +134,22 @@ class StubApp:
             body = bad_request(f"Unknown request URL: {method} {record.path}.", code="unknown_url")
             await self._reply(send, record, 404, body)
 
-    async def _pause(self, seconds: float, receive: Receive) -> str:
-        """Wait ``seconds``; ``"done"``, or ``"gone"`` (client left) / ``"stopping"`` (server stops)."""
+    async def _pause(self, seconds: float, receive: Receive, until: asyncio.Event | None = None) -> str:
+        """Wait ``seconds`` (or until ``until`` is set); ``"done"``, or ``"gone"`` (client left) /
+        ``"stopping"`` (server stops)."""
         if seconds <= 0:
             return "done"
         gone = asyncio.ensure_future(wait_disconnect(receive))
         stopping = asyncio.ensure_future(self.state.stopping.wait())
+        waits = {gone, stopping}
+        if until is not None:
+            waits.add(asyncio.ensure_future(until.wait()))
         try:
-            done, _ = await asyncio.wait(
-                {gone, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (gone, stopping):
+            for task in waits:
                 task.cancel()
-            await asyncio.gather(gone, stopping, return_exceptions=True)
+            await asyncio.gather(*waits, return_exceptions=True)
         if gone in done:
             return "gone"
         return "stopping" if stopping in done else "done"
@@ -180,6 +182,10 @@ class StubApp:
         record.fault = fault
         record.latency_ms = round(latency_s * 1000.0, 3)
         state.stats.drew_latency(latency_s)
+        if state.held():  # until enough requests are in flight together (hold_until_in_flight)
+            outcome = await self._pause(state.options.hold_timeout_s, receive, state.hold_open)
+            if outcome == "gone":
+                raise ClientGone
         outcome = await self._pause(latency_s, receive)
         if outcome == "gone":
             raise ClientGone

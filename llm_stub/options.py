@@ -48,6 +48,14 @@ class StubOptions:
     names a TOML rules file (``None``: the bundled ``rules.toml``). A 429 tells
     the client to retry after ``retry_after_s``; a ``hang`` lasts ``hang_s``
     unless the client gives up or the server stops first.
+
+    ``hold_until_in_flight`` (0: off) holds every chat completion, before its
+    latency, until that many API requests have been in flight at once: what a
+    test of concurrency waits for, instead of a latency it hopes is long
+    enough for every request to arrive on a loaded machine. Once reached, the
+    hold is open for the held requests and every later one, until the option
+    is set again or the counters are reset. A request held ``hold_timeout_s``
+    goes on anyway (``max_in_flight`` then shows how far short the clients fell).
     """
 
     latency_ms: float = 0
@@ -62,6 +70,8 @@ class StubOptions:
     latency_p99_ms: float | None = None
     fault_rates: dict[str, float] = field(default_factory=dict)
     draws: str = "sequence"
+    hold_until_in_flight: int = 0
+    hold_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         self.faults = tuple(self.faults)
@@ -119,6 +129,10 @@ def validate_options(options: StubOptions) -> None:
         raise ValueError(f"fault rates add up to more than 1: {options.fault_rates}")
     if options.draws not in DRAW_MODES:
         raise ValueError(f"draws must be one of {', '.join(DRAW_MODES)}, got {options.draws!r}")
+    if options.hold_until_in_flight < 0:
+        raise ValueError(f"hold_until_in_flight must be >= 0, got {options.hold_until_in_flight}")
+    if options.hold_timeout_s < 0:
+        raise ValueError(f"hold_timeout_s must be >= 0, got {options.hold_timeout_s}")
 
 
 def check_fault_kind(kind: str, *, allow_ok: bool = False) -> str:
@@ -218,6 +232,8 @@ _COERCE: dict[str, Any] = {
     "latency_p99_ms": _optional_number,
     "fault_rates": _fault_rates,
     "draws": str,
+    "hold_until_in_flight": _integer,
+    "hold_timeout_s": _number,
 }
 
 

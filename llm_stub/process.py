@@ -42,6 +42,10 @@ def stub_command(options: StubOptions, host: str, port: int) -> list[str]:
         options.model,
         "--draws",
         options.draws,
+        "--hold-until-in-flight",
+        str(options.hold_until_in_flight),
+        "--hold-timeout-s",
+        repr(float(options.hold_timeout_s)),
     ]
     if options.latency_p99_ms is not None:
         args += ["--latency-p99-ms", repr(float(options.latency_p99_ms))]

@@ -1,11 +1,23 @@
-"""The async LLM client under the stub's faults, at scale, and its batch / stream / pool semantics."""
+"""The async LLM client under the stub's faults, at scale, and its batch / stream / pool semantics.
+
+Each behaviour that holds for the generated sync twin too is one test run for both (the ``twin``
+fixture: the sync client called directly, the async one on a debug-mode loop of its own through the
+parity suite's :class:`~tests.parity._support.Driver`); the rest (thousands of requests at once, a
+shared event loop) is the async client's own.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import socket
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -20,11 +32,11 @@ from codeagent.errors import (
     LLMTimeout,
 )
 from core_async.llm import AsyncLLMClient
-from core_async.llm_transport import AsyncEndpointPool, HTTPVersion, PoolLimits, origin_of
-from core_async.llm_wire import TailPolicy
+from core_async.llm_transport import origin_of
 from core_async.ratelimit import AsyncTokenBucket
 from core_sync.ratelimit import SyncTokenBucket
-from tests.parity._support import FAST_RETRY, HTTP1OnlyServer, chat_messages
+from tests.parity._support import FAST_RETRY, Driver, HTTP1OnlyServer, Impl, chat_messages
+from tests.parity.canned import CannedServer
 
 
 def client(url: str, **kwargs: Any) -> AsyncLLMClient:
@@ -33,8 +45,117 @@ def client(url: str, **kwargs: Any) -> AsyncLLMClient:
     return AsyncLLMClient(url, "sk-test", "stub-coder", timeout, retries, **options)
 
 
+def twin_module(impl: Impl, module: str) -> Any:
+    """``impl``'s own ``MODULE``: ``core_async.MODULE`` or (generated) ``core_sync.MODULE``."""
+    return importlib.import_module(f"{impl.name}.{module}")
+
+
+def twin_class(impl: Impl, module: str, name: str) -> Any:
+    """``impl``'s own class ``NAME`` of ``MODULE``: ``core_async.MODULE.AsyncNAME`` or ``core_sync.MODULE.SyncNAME``."""
+    return getattr(twin_module(impl, module), ("Async" if impl.is_async else "Sync") + name)
+
+
+@contextmanager
+def used_as_context_manager(impl: Impl, target: Any) -> Iterator[Driver]:
+    """``with target`` (sync twin) or ``async with target`` (async), through ``impl``'s driver."""
+    if impl.is_async:
+        entered = impl.run(target.__aenter__())
+        try:
+            yield impl.wrap(entered)
+        finally:
+            impl.run(target.__aexit__(None, None, None))
+    else:
+        with target as entered:
+            yield impl.wrap(entered)
+
+
+@contextmanager
+def llm_of(impl: Impl, url: str, **kwargs: Any) -> Iterator[Any]:
+    """``impl``'s client of ``url`` (the same defaults as :func:`client`), closed on the way out."""
+    with used_as_context_manager(impl, impl.llm(url, **kwargs).target) as llm:
+        yield llm
+
+
+@contextmanager
+def pool_of(impl: Impl, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    """``impl``'s endpoint pool (``AsyncEndpointPool`` or ``SyncEndpointPool``), closed on the way out."""
+    with used_as_context_manager(
+        impl, twin_class(impl, "llm_transport", "EndpointPool")(*args, **kwargs)
+    ) as pool:
+        yield pool
+
+
+def stream_of(impl: Impl, llm: Driver, parts: list[str], *args: Any, **kwargs: Any) -> list[str]:
+    """Read ``llm.stream_chat(...)`` to its end into ``parts`` (what came before a failure stays there)."""
+    stream = llm.target.stream_chat(*args, **kwargs)
+    if not impl.is_async:
+        for part in stream:
+            parts.append(part)
+        return parts
+
+    async def read() -> list[str]:
+        async for part in stream:
+            parts.append(part)
+        return parts
+
+    result: list[str] = impl.runner.run(read())
+    return result
+
+
 def chat_requests(stub: Any) -> int:
     return int(stub.stats()["by_path"].get("/v1/chat/completions", 0))
+
+
+class _Stalling(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _StallingHTTPServer
+
+    def do_POST(self) -> None:
+        stream = json.loads(self.rfile.read(int(self.headers.get("content-length", "0")))).get("stream")
+        body = SSE if stream else COMPLETION
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream" if stream else "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])  # then nothing, until the server stops
+        self.wfile.flush()
+        self.server.stop.wait(30)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _StallingHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    stop: threading.Event
+
+
+COMPLETION = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}]}'
+SSE = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{"content":"lo"}}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+class StallingServer:
+    """Starts every answer (a 200, half its body) and sends nothing more: a stalled answer, not a hang."""
+
+    def __init__(self) -> None:
+        self.server = _StallingHTTPServer(("127.0.0.1", 0), _Stalling)
+        self.server.stop = threading.Event()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> StallingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
 
 
 #: With the stub, a stream held open by the ``hang`` fault sometimes delays the answers of other
@@ -68,10 +189,12 @@ async def test_every_fault_ends_with_a_result_or_typed_error_within_its_deadline
 
 
 @pytest.mark.parametrize("version", ["auto", "http2"])
-async def test_every_fault_but_hang_exactly(stub: Any, version: str) -> None:
+def test_every_fault_but_hang_exactly(twin: Impl, stub: Any, version: str) -> None:
+    """Whichever requests the faults fall on (one each when they go at once, all on the first when the
+    sync twin sends one at a time), every transient one is retried and quota fails its request at once."""
     stub.queue_faults([f for f in FAULTS if f != "hang"])
-    async with client(stub.url, max_retries=2, http_version=version) as llm:
-        results = await llm.complete_many([chat_messages()] * 10, per_request_timeout=5, overall_timeout=8)
+    with llm_of(twin, stub.url, max_retries=4, http_version=version) as llm:
+        results = llm.complete_many([chat_messages()] * 10, per_request_timeout=5, overall_timeout=8)
         expected = "HTTP/2" if version == "http2" else "HTTP/1.1"
         assert [e.http_version for e in llm.pool.endpoints()] == [expected]
     kinds = Counter(type(r).__name__ for r in results)
@@ -79,12 +202,12 @@ async def test_every_fault_but_hang_exactly(stub: Any, version: str) -> None:
     assert stub.stats()["by_fault"] == {"500": 1, "429": 1, "reset": 1, "malformed": 1, "quota": 1}
 
 
-async def test_retries_are_counted_and_retry_after_is_honoured(stub: Any) -> None:
+def test_retries_are_counted_and_retry_after_is_honoured(twin: Impl, stub: Any) -> None:
     stub.set_options(retry_after_s=0.3)
     stub.queue_faults(["429", "429"])
-    async with client(stub.url) as llm:
+    with llm_of(twin, stub.url) as llm:
         started = time.monotonic()
-        reply = await llm.chat(chat_messages())
+        reply = llm.chat(chat_messages())
         elapsed = time.monotonic() - started
         assert "notes.txt" in reply
         assert llm.retries == 2
@@ -93,53 +216,57 @@ async def test_retries_are_counted_and_retry_after_is_honoured(stub: Any) -> Non
     assert elapsed >= 2 * 0.3
 
 
-async def test_a_deadline_shorter_than_the_servers_wait_fails_fast(stub: Any) -> None:
+def test_a_deadline_shorter_than_the_servers_wait_fails_fast(twin: Impl, stub: Any) -> None:
     stub.set_options(retry_after_s=5.0)
     stub.queue_faults(["429"])
-    async with client(stub.url) as llm:
+    with llm_of(twin, stub.url) as llm:
         started = time.monotonic()
         with pytest.raises(LLMRateLimited):
-            await llm.chat(chat_messages(), deadline=time.monotonic() + 2.0)
+            llm.chat(chat_messages(), deadline=time.monotonic() + 2.0)
         assert time.monotonic() - started < 2.0
 
 
-async def test_hang_ends_at_the_deadline(stub: Any) -> None:
+def test_hang_ends_at_the_deadline(twin: Impl, stub: Any) -> None:
     stub.queue_faults(["hang"])
-    async with client(stub.url, timeout=30.0) as llm:
+    with llm_of(twin, stub.url, timeout=30.0) as llm:
         started = time.monotonic()
         with pytest.raises(LLMTimeout):
-            await llm.chat(chat_messages(), deadline=time.monotonic() + 0.4)
+            llm.chat(chat_messages(), deadline=time.monotonic() + 0.4)
         assert 0.35 < time.monotonic() - started < 1.5
-        assert "notes.txt" in await llm.chat(chat_messages())  # the connection is still usable
+        assert "notes.txt" in llm.chat(chat_messages())  # the client is still usable
 
 
-async def test_an_expired_deadline_sends_nothing(stub: Any) -> None:
-    async with client(stub.url) as llm:
-        with pytest.raises(LLMTimeout):
-            await llm.chat(chat_messages(), deadline=time.monotonic() - 1)
+def test_an_expired_deadline_sends_nothing(twin: Impl, stub: Any) -> None:
+    with llm_of(twin, stub.url) as llm, pytest.raises(LLMTimeout):
+        llm.chat(chat_messages(), deadline=time.monotonic() - 1)
     assert chat_requests(stub) == 0
 
 
 async def test_1000_requests_in_flight_at_once_with_the_default_transport(stub: Any) -> None:
     """HTTP/1.1 on aiohttp: a connection per request in flight, all 1,000 held by the server at once.
 
-    5 s of latency: on a loaded CI machine opening 1,000 connections takes a couple of seconds.
+    The stub answers none until all 1,000 are in flight together (or 45 s have passed, well within the
+    client's 60 s timeout): however long a loaded CI machine takes to open 1,000 connections, the
+    answers cannot start before the last request is sent, so ``max_in_flight`` shows whether the client
+    held them all at once, not how fast the machine was (with a fixed 5 s latency, 777 were once seen).
     """
-    stub.set_options(latency_ms=5000)
-    async with client(stub.url, timeout=60) as llm:
-        started = time.monotonic()
-        results = await asyncio.gather(
-            *(llm.chat(chat_messages()) for _ in range(1000)), return_exceptions=True
-        )
-        elapsed = time.monotonic() - started
-        [endpoint] = llm.pool.endpoints()
+    stub.set_options(hold_until_in_flight=1000, hold_timeout_s=45)
+    try:
+        async with client(stub.url, timeout=60) as llm:
+            results = await asyncio.gather(
+                *(llm.chat(chat_messages()) for _ in range(1000)), return_exceptions=True
+            )
+            [endpoint] = llm.pool.endpoints()
+    finally:
+        stub.set_options(hold_until_in_flight=0)
     assert [r for r in results if not isinstance(r, str)] == []
     assert (endpoint.transport, endpoint.http_version) == ("aiohttp", "HTTP/1.1")
     stats = stub.stats()
-    assert stats["max_in_flight"] >= 950
+    assert stats["max_in_flight"] == 1000
+    assert endpoint.connections_opened == 1000
     assert endpoint.tail.requests == 1000
-    assert stats["by_path"]["/v1/chat/completions"] <= 1000 + endpoint.tail.hedges
-    assert elapsed < 40
+    assert endpoint.tail.hedges == 0  # no answer before the last request was sent: nothing to learn from
+    assert stats["by_path"]["/v1/chat/completions"] == 1000
 
 
 async def test_1000_concurrent_requests_over_one_http2_connection(stub: Any) -> None:
@@ -164,13 +291,13 @@ async def test_1000_concurrent_requests_over_one_http2_connection(stub: Any) -> 
     assert elapsed < 18
 
 
-async def test_complete_many_keeps_order_and_isolates_failures(stub: Any) -> None:
+def test_complete_many_keeps_order_and_isolates_failures(twin: Impl, stub: Any) -> None:
     batch = [chat_messages(f'append a line "{n}" to file f{n}.txt') for n in range(6)]
     batch[2] = [{"role": "system", "content": "no user message"}]  # a 400 for this one only
     batch[4] = [{"role": "user", "content": object()}]  # type: ignore[dict-item]  # cannot even be encoded
-    async with client(stub.url) as llm:
-        results = await llm.complete_many(batch)
-        assert await llm.complete_many([]) == []
+    with llm_of(twin, stub.url) as llm:
+        results = llm.complete_many(batch)
+        assert llm.complete_many([]) == []
     for n in (0, 1, 3, 5):
         assert f"f{n}.txt" in results[n]  # type: ignore[operator]
     assert isinstance(results[2], LLMError)
@@ -189,18 +316,18 @@ async def test_complete_many_overall_timeout(stub: Any) -> None:
     assert sum(isinstance(r, str) for r in results) == 3
 
 
-async def test_complete_many_with_one_worker(stub: Any) -> None:
-    async with client(stub.url, batch_concurrency=1) as llm:
-        results = await llm.complete_many([chat_messages()] * 3, per_request_timeout=5)
+def test_complete_many_with_one_worker(twin: Impl, stub: Any) -> None:
+    with llm_of(twin, stub.url, batch_concurrency=1) as llm:
+        results = llm.complete_many([chat_messages()] * 3, per_request_timeout=5)
     assert all(isinstance(r, str) for r in results)
     assert stub.stats()["max_in_flight"] == 1
 
 
-async def test_streaming_yields_the_same_text(stub: Any) -> None:
+def test_streaming_yields_the_same_text(twin: Impl, stub: Any) -> None:
     stub.queue_faults(["500"])  # retried before the first byte
-    async with client(stub.url) as llm:
-        whole = await llm.chat(chat_messages())
-        parts = [part async for part in llm.stream_chat(chat_messages())]
+    with llm_of(twin, stub.url) as llm:
+        whole = llm.chat(chat_messages())
+        parts = stream_of(twin, llm, [], chat_messages())
     assert len(parts) > 1
     assert "".join(parts) == whole
     assert stub.stats()["by_status"].get("500") == 1
@@ -209,69 +336,125 @@ async def test_streaming_yields_the_same_text(stub: Any) -> None:
 @pytest.mark.parametrize(
     ("fault", "error"), [("malformed", LLMMalformedResponse), ("quota", LLMQuotaExceeded)]
 )
-async def test_streaming_errors_are_typed(stub: Any, fault: str, error: type[LLMError]) -> None:
+def test_streaming_errors_are_typed(twin: Impl, stub: Any, fault: str, error: type[LLMError]) -> None:
     stub.queue_faults([fault])
-    async with client(stub.url) as llm:
+    with llm_of(twin, stub.url) as llm:
         with pytest.raises(error):
-            async for _ in llm.stream_chat(chat_messages()):
-                pass
-        slots = llm.pool.endpoints()[0].slots
-        assert not slots.locked()  # the slot came back
+            stream_of(twin, llm, [], chat_messages())
+        [endpoint] = llm.pool.endpoints()
+        assert endpoint.in_flight == 0  # the slot came back
+        assert endpoint.slots._value == endpoint.capacity
 
 
-async def test_a_stalled_stream_times_out(stub: Any) -> None:
-    async with client(stub.url, timeout=0.3) as llm:
+def test_a_stalled_stream_times_out(twin: Impl, stub: Any) -> None:
+    with llm_of(twin, stub.url, timeout=0.3) as llm:
         stub.set_options(latency_ms=1000)  # the server holds the headers back
         with pytest.raises(LLMTimeout):
-            async for _ in llm.stream_chat(chat_messages(), deadline=time.monotonic() + 0.5):
-                pass
+            stream_of(twin, llm, [], chat_messages(), deadline=time.monotonic() + 0.5)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_that_stalls_once_started_ends_at_the_request_timeout(twin: Impl, stream: bool) -> None:
+    """A 200 and half its body, then nothing. With no idle timeout (the sync twin has none at all) the
+    request's own timeout bounds every read of the answer, not only the wait for its first byte."""
+    no_idle = twin_module(twin, "llm_wire").TailPolicy(hedge=False, stream_idle_timeout=None)
+    with (
+        StallingServer() as server,
+        llm_of(twin, server.url, timeout=0.5, max_retries=0, tail=no_idle, stream=stream) as llm,
+    ):
+        started = time.monotonic()
+        with pytest.raises(LLMTimeout, match="ReadTimeout"):
+            llm.chat(chat_messages())
+        assert time.monotonic() - started < 5  # not the server's 30 s
+        assert llm.pool.endpoints()[0].in_flight == 0
+
+
+def test_a_stream_that_stalls_mid_way_ends_at_the_request_timeout(twin: Impl) -> None:
+    no_idle = twin_module(twin, "llm_wire").TailPolicy(hedge=False, stream_idle_timeout=None)
+    with (
+        StallingServer() as server,
+        llm_of(twin, server.url, timeout=0.5, max_retries=0, tail=no_idle) as llm,
+    ):
+        parts: list[str] = []
+        with pytest.raises(LLMTimeout, match="stalled"):
+            stream_of(twin, llm, parts, chat_messages())
+        assert parts == ["hel"]  # what came before the stall was handed out
+        assert llm.pool.endpoints()[0].in_flight == 0
+
+
+def test_a_streamed_answer_that_ends_before_done_is_cut_short(twin: Impl) -> None:
+    """A stream that ends without ``data: [DONE]`` was cut short in transit: retried, then malformed."""
+    with CannedServer(200, SSE.replace(b"data: [DONE]\n\n", b"")) as server:
+        with llm_of(twin, server.url, max_retries=1, stream=True) as llm:
+            with pytest.raises(LLMMalformedResponse, match=r"ended before \[DONE\]"):
+                llm.chat(chat_messages())
+            assert llm.pool.endpoints()[0].tail.cut_short == 2
+        assert server.requests == 2
+
+
+@pytest.mark.parametrize("version", ["auto", "probe"])
+def test_a_stream_to_a_refused_port_is_a_connection_error(twin: Impl, version: str) -> None:
+    """Refused at the first request (auto) or already by the probe that opens the endpoint: retried, then
+    a connection error."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    with llm_of(twin, url, max_retries=1, http_version=version) as llm, pytest.raises(LLMConnectionError):
+        stream_of(twin, llm, [], chat_messages())
 
 
 @pytest.mark.parametrize("version", ["auto", "http1", "http2"])
-async def test_a_shared_pool_serves_many_clients_on_one_connection(stub: Any, version: str) -> None:
-    async with AsyncEndpointPool(version) as pool:
-        first, second = client(stub.url, pool=pool), client(stub.url + "/", pool=pool)
-        await first.chat(chat_messages())
-        await second.chat(chat_messages())
-        await first.aclose()  # not the owner: the pool stays open
-        await second.chat(chat_messages())
+def test_a_shared_pool_serves_many_clients_on_one_connection(twin: Impl, stub: Any, version: str) -> None:
+    with pool_of(twin, version) as pool:
+        first = twin.llm(stub.url, pool=pool.target)
+        second = twin.llm(stub.url + "/", pool=pool.target)
+        first.chat(chat_messages())
+        second.chat(chat_messages())
+        twin.close_llm(first)  # not the owner: the pool stays open
+        second.chat(chat_messages())
         assert [e.connections_opened for e in pool.endpoints()] == [1]
     assert pool.endpoints() == []
     with pytest.raises(RuntimeError, match="closed"):
-        await pool.endpoint(stub.url)
+        pool.endpoint(stub.url)
 
 
 @pytest.mark.parametrize(("version", "probe"), [("auto", 0), ("http1", 0), ("probe", 1)])
-async def test_http1_queues_in_slots_not_the_pool(version: str, probe: int) -> None:
-    """300 concurrent requests to an HTTP/1.1-only server: no PoolTimeout, no more connections than slots.
+def test_http1_queues_in_slots_not_the_pool(twin: Impl, version: str, probe: int) -> None:
+    """120 requests, 32 at a time, to an HTTP/1.1-only server: no PoolTimeout, no more connections than slots.
 
-    (Hedging off: a hedge that wins closes the loser's connection, so a new one opens later.)
+    (Hedging off: a hedge that wins closes the loser's connection, so a new one opens later. A request's
+    time includes its wait for a slot, so its timeout is generous. The sync twin sends one at a time, on
+    one connection: 20 requests show it as well as 120, and this server answers each one 40 ms late,
+    its body held back by Nagle's algorithm until the client's delayed ACK.)
     """
-    with HTTP1OnlyServer() as server:
-        pool = AsyncEndpointPool(version, limits=PoolLimits(http1_connections=8))
-        async with client(server.url, pool=pool, tail=TailPolicy(hedge=False)) as llm:
-            results = await llm.complete_many([chat_messages()] * 300, per_request_timeout=10)
+    limits = twin_module(twin, "llm_transport").PoolLimits(http1_connections=8)
+    no_hedge = twin_module(twin, "llm_wire").TailPolicy(hedge=False)
+    n = 120 if twin.is_async else 20
+    with HTTP1OnlyServer() as server, pool_of(twin, version, limits=limits) as pool:
+        with llm_of(twin, server.url, pool=pool.target, tail=no_hedge, batch_concurrency=32) as llm:
+            results = llm.complete_many([chat_messages()] * n, per_request_timeout=60)
         [endpoint] = pool.endpoints()
-        await pool.aclose()
-    assert all(r == "hello over HTTP/1.1" for r in results)
+    assert results == ["hello over HTTP/1.1"] * n
     assert endpoint.http_version == "HTTP/1.1"
     assert endpoint.connections_opened <= 8 + probe  # the probe's own connection, then the pool
 
 
-async def test_forced_http2_cannot_talk_to_an_http1_server() -> None:
-    with HTTP1OnlyServer() as server:
-        async with client(server.url, http_version=HTTPVersion.HTTP2, max_retries=0) as llm:
-            with pytest.raises(LLMConnectionError):
-                await llm.chat(chat_messages())
+def test_forced_http2_cannot_talk_to_an_http1_server(twin: Impl) -> None:
+    with (
+        HTTP1OnlyServer() as server,
+        llm_of(twin, server.url, http_version="http2", max_retries=0) as llm,
+        pytest.raises(LLMConnectionError),
+    ):
+        llm.chat(chat_messages())
 
 
-async def test_a_failed_probe_decides_nothing() -> None:
+def test_a_failed_probe_decides_nothing(twin: Impl) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    async with AsyncEndpointPool(HTTPVersion.PROBE) as pool:
+    with pool_of(twin, "probe") as pool:
         with pytest.raises(httpx.ConnectError):
-            await pool.endpoint(url)
+            pool.endpoint(url)
         assert pool.endpoints() == []
 
 
@@ -283,11 +466,11 @@ def test_origin_of() -> None:
         origin_of("ftp://x/")
 
 
-async def test_token_bucket_limits_the_rate(stub: Any) -> None:
-    bucket = AsyncTokenBucket(rate=20, burst=2)
-    async with client(stub.url, rate_limiter=bucket) as llm:
+def test_token_bucket_limits_the_rate(twin: Impl, stub: Any) -> None:
+    bucket = twin_class(twin, "ratelimit", "TokenBucket")(rate=20, burst=2)
+    with llm_of(twin, stub.url, rate_limiter=bucket) as llm:
         started = time.monotonic()
-        results = await llm.complete_many([chat_messages()] * 6)
+        results = llm.complete_many([chat_messages()] * 6)
         elapsed = time.monotonic() - started
     assert all(isinstance(r, str) for r in results)
     assert elapsed >= (6 - 2) / 20 * 0.9  # two from the burst, then one per 50 ms

@@ -4,8 +4,10 @@ and ``POST /_stub/options``."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import statistics
+import time
 from collections import Counter
 from typing import Any
 
@@ -106,6 +108,8 @@ def test_sequence_draws_unchanged_without_the_new_knobs() -> None:
         ({"fault_rates": {"429": 0.6, "hang": 0.6}}, "add up to more than 1"),
         ({"fault_rates": {"teapot": 0.1}}, "unknown fault kind"),
         ({"draws": "shuffled"}, "draws must be one of"),
+        ({"hold_until_in_flight": -1}, "hold_until_in_flight must be >= 0"),
+        ({"hold_timeout_s": -1.0}, "hold_timeout_s must be >= 0"),
     ],
 )
 def test_bad_knobs_are_refused(changes: dict[str, Any], message: str) -> None:
@@ -134,6 +138,10 @@ def test_command_line_sets_every_knob_and_round_trips() -> None:
             "prompt",
             "--seed",
             "7",
+            "--hold-until-in-flight",
+            "50",
+            "--hold-timeout-s",
+            "4",
         ]
     )
     options = options_from_args(args)
@@ -143,6 +151,7 @@ def test_command_line_sets_every_knob_and_round_trips() -> None:
         "prompt",
         7,
     )
+    assert (options.hold_until_in_flight, options.hold_timeout_s) == (50, 4.0)
     # what start_stub_process runs parses back to the same options
     command = stub_command(options, "127.0.0.1", 0)
     assert options_from_args(build_parser().parse_args(command[3:])) == options
@@ -197,3 +206,34 @@ def test_knobs_change_at_run_time_over_http() -> None:
         refused = client.post(f"{origin}/_stub/options", json={"latency_p99_ms": 1})
         assert refused.status_code == 400 and "latency_p99_ms" in refused.text
         assert stub.options.latency_p99_ms == 6.0
+
+
+async def _post_at_once(url: str, n: int) -> list[int]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        responses = await asyncio.gather(
+            *(client.post(f"{url}/chat/completions", json=chat_body('say "held"')) for _ in range(n))
+        )
+    return [r.status_code for r in responses]
+
+
+async def test_a_hold_answers_nothing_until_enough_requests_are_in_flight() -> None:
+    with StubServer(StubOptions(hold_until_in_flight=3, hold_timeout_s=30)) as stub:
+        first = asyncio.ensure_future(_post_at_once(stub.url, 2))
+        deadline = time.monotonic() + 20
+        while stub.stats(recent=0)["in_flight"] < 2:  # both arrived ...
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert not first.done()  # ... and neither is answered: the hold waits for a third
+        assert stub.stats(recent=0)["by_status"] == {}
+        started = time.monotonic()
+        assert await _post_at_once(stub.url, 1) == [200]  # the third opens the hold for all three
+        assert await first == [200, 200]
+        assert time.monotonic() - started < 10  # not the 30 s hold timeout
+        assert stub.stats(recent=0)["max_in_flight"] == 3
+        assert await _post_at_once(stub.url, 1) == [200]  # open for later requests too
+        stub.set_options(hold_until_in_flight=2, hold_timeout_s=0.3)  # a new hold, closed again
+        started = time.monotonic()
+        assert await _post_at_once(stub.url, 1) == [200]  # never reached: answered at the timeout
+        assert time.monotonic() - started >= 0.3
+        assert stub.stats(recent=0)["by_status"] == {"200": 5}
