@@ -132,7 +132,8 @@ def _problems(result: dict[str, Any]) -> list[str]:
             found += [f"{key}: {p}" for p in part.get("problems") or []]
     if result.get("error"):
         found.append(f"error: {result['error']}")
-    return [str(p) for p in found]
+    # One line each: a problem quoting a program's output (git's advice runs over several lines) stays one item.
+    return [" ".join(str(p).split()) for p in found]
 
 
 def generic_section(title: str, result: dict[str, Any] | None, lines: list[str]) -> list[str]:

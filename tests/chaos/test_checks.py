@@ -269,3 +269,15 @@ def test_the_report_merges_runs_and_renders_every_section(tmp_path: Path) -> Non
     ):
         assert heading in page
     assert "4 SIGKILLs while it worked" in page
+
+
+def test_the_api_fuzzer_accepts_a_load_shedding_503_and_nothing_else_of_5xx() -> None:
+    # Found in the full campaign on a loaded machine: the async server shed a request (its loop ran late) and
+    # the fuzzer reported the clean 503 as a failure.
+    from codeagent_app.chaos.fuzz_api import check_answer
+
+    shed = b'{"error": {"code": "overloaded", "message": "too many requests in flight; retry in a second"}}'
+    assert check_answer(503, shed, "application/json", "x") is None
+    assert check_answer(503, b'{"error": {"code": "internal", "message": "boom"}}', "application/json", "x")
+    assert check_answer(500, shed, "application/json", "x")
+    assert check_answer(503, b"Service Unavailable", "text/plain", "x")
