@@ -9,6 +9,7 @@ up as exactly that.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -113,10 +114,10 @@ def pg_dsn(pg_server: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-#: Tests that run on one xdist worker, one after another (``--dist loadgroup``): those that need PostgreSQL
-#: (the server's connection limit is shared by every database the tests create) and those that start sets
-#: of processes or drive load (two of them at once on 2 cores starve each other's deadlines). The rest run
-#: beside them on the other worker.
+#: Two groups of tests, each on one xdist worker, one test after another (``--dist loadgroup``): those that
+#: need PostgreSQL (the server's connection limit is shared by every database the tests create), and those
+#: that start sets of processes or drive load (two of them at once on 2 cores starve each other's
+#: deadlines). The other tests fill in beside them.
 _PG_FIXTURES = {"pg_server", "pg_dsn"}
 _HEAVY_FILES = (
     "tests/cli/test_workers.py",
@@ -134,5 +135,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     root = str(config.rootpath)
     for item in items:
         where = str(item.path).removeprefix(root).lstrip("/")
-        if _PG_FIXTURES & set(getattr(item, "fixturenames", ())) or where.startswith(_HEAVY_FILES):
-            item.add_marker(pytest.mark.xdist_group("serial"))
+        if _PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("postgres"))
+        elif where.startswith(_HEAVY_FILES):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # The suite's objects stay alive to the end: out of the collector's reach, a full collection no longer
+    # walks them (under coverage those walks took 0.3-0.45 s, near the slow-callback limit of 0.5 s).
+    gc.collect()
+    gc.freeze()

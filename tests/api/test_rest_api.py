@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -136,6 +138,20 @@ def test_invalid_new_todos_are_400_naming_the_field(api: httpx.Client) -> None:
         assert (reply.status_code, reply.json()) == (400, error("invalid_request", message)), body
 
 
+def unshed(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """The answer, asked again (as a well-behaved client does) while the server sheds load with its 503.
+
+    On a loaded 2-core machine the async server's event loop may run half a second late (a GC pause under
+    coverage) and answer ``overloaded`` before the app runs; the comparison is of the app's answers.
+    """
+    for _ in range(20):
+        reply = client.request(method, path, **kwargs)
+        if reply.status_code != 503 or reply.json().get("error", {}).get("code") != "overloaded":
+            return reply
+        time.sleep(0.25)
+    return reply
+
+
 def raw_request(url: str, head: str, body: bytes = b"", *, parse: bool = True) -> tuple[int, object]:
     """Send a hand-written request (httpx refuses a Content-Length that lies); return status and JSON."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -229,13 +245,13 @@ def test_both_servers_answer_the_same_on_the_same_workspace(workspace: Path) -> 
     try:
         with httpx.Client(base_url=legacy.url) as old, httpx.Client(base_url=modern.url) as new:
             for method, path, body, headers in requests:
-                a = old.request(method, path, content=body, headers=headers)
-                b = new.request(method, path, content=body, headers=headers)
+                a = unshed(old, method, path, content=body, headers=headers)
+                b = unshed(new, method, path, content=body, headers=headers)
                 assert (a.status_code, comparable(a.json())) == (b.status_code, comparable(b.json())), (
                     method,
                     path,
                 )
-                c = new.request(method, "/v1" + path, content=body, headers=headers)
+                c = unshed(new, method, "/v1" + path, content=body, headers=headers)
                 unversioned = json.loads(c.text.replace("/v1/", "/"))  # messages name the path asked for
                 assert (c.status_code, comparable(unversioned)) == (b.status_code, comparable(b.json())), path
             health_old, health_new = old.get("/health").json(), new.get("/v1/health").json()

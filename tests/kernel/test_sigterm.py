@@ -20,7 +20,7 @@ from tests.kernel.workspaces import make_workspace, trailers
 
 GRACE = 2.0
 #: Slack for a loaded, shared machine: interpreter exit and fsyncs on top of the grace period.
-MARGIN = 1.5
+MARGIN = 3.0
 REPO = Path(__file__).resolve().parents[2]
 
 
