@@ -171,7 +171,9 @@ def test_three_workers_drain_60_todos_and_survive_a_sigkill(tmp_path: Path, pg_d
     for root in roots:
         assert sorted(trailers(root)) == [f"t-{i + 1:04d}" for i in range(TODOS)]  # one commit each
         assert (root / "f7.txt").read_text() == "file 7\nline 7\n"
-    assert len({h for hosts in _hosts_by_workspace(pg_dsn).values() for h in hosts}) >= 3
+    # The victim and at least one taker worked (which of the others takes the moved drains is the queue's
+    # choice: with 2 slots each, two workers may hold all 4 workspaces); resumed() proved the hand-over.
+    assert len({h for hosts in _hosts_by_workspace(pg_dsn).values() for h in hosts}) >= 2
 
     # The resume, phase by phase, from the database's clocks: the queue's events, the kernels' own.
     timeline = _drain_timeline(pg_dsn, killed_at)
