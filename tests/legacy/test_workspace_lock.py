@@ -79,6 +79,11 @@ def test_an_index_lock_is_kept_while_a_git_process_works_in_the_workspace(worksp
     # `git var GIT_EDITOR`-style long runner: a git process whose working directory is the workspace.
     busy = subprocess.Popen(["git", "hash-object", "--stdin"], cwd=workspace, stdin=subprocess.PIPE)
     try:
+        # Popen may return (vfork) before the child's exec renames it from "python" to "git".
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{busy.pid}/comm").read_text().strip() != "git":
+            assert time.monotonic() < deadline, "the git child never exec'd"
+            time.sleep(0.01)
         assert remove_stale_index_lock(workspace, now=time.time() + 60) is False
     finally:
         busy.communicate(b"x")
