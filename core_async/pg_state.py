@@ -18,7 +18,9 @@ Written once, async (psycopg 3); ``core_sync/pg_state.py`` is generated from it
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,9 @@ EVENTS_CHANNEL = "codeagent_events"
 #: Taken while the schema is created, so that workers starting together do not race.
 _SCHEMA_LOCK = 72_410_001
 
+
+# An event's data is informative: a value JSON has no type for (a path, a set) is stored as its text.
+_event_dumps = partial(json.dumps, default=str)
 
 class DatabaseUnavailable(AgentError):
     """The fleet's database cannot be reached (or refuses us)."""
@@ -537,7 +542,7 @@ class AsyncPgEventLog:
             for workspace, kind, time, data in events:
                 cur = await conn.execute(
                     "INSERT INTO codeagent_events (workspace, type, time, data) VALUES (%s, %s, %s, %s) RETURNING id",
-                    (workspace, kind, time, Jsonb(data)),
+                    (workspace, kind, time, Jsonb(data, dumps=_event_dumps)),
                 )
                 row = await cur.fetchone()
                 assert row is not None

@@ -63,7 +63,7 @@ class EventSink:
             if batch:
                 try:
                     await self.log.append(batch)
-                except psycopg.Error as exc:  # the stream is informative: the work goes on without it
+                except Exception as exc:  # the stream is informative: the work goes on without it
                     log.error("cannot write %d event(s) to the event log: %s", len(batch), exc)
             if self._closing and not self._pending:
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -157,3 +158,37 @@ async def test_the_follower_catches_up_page_by_page(shared_pg_dsn: str, event_lo
     assert len(events) == 1100 and follower.last == newest == bus.last_seq
     assert [e.seq for e in events] == list(range(newest - 1099, newest + 1))
     assert events[-1].data == {"n": 1200} and events[0].data == {"n": 101}
+
+
+async def test_a_value_json_has_no_type_for_is_stored_as_its_text(event_log: AsyncPgEventLog) -> None:
+    # Before: json.dumps raised TypeError on a Path, the writer task died and every later event was lost.
+    start = await _newest(event_log)
+    sink = EventSink(event_log).start()
+    sink.offer_raw("ws-a", "todo.done", {"file": Path("src/a.py")})
+    sink.offer_raw("ws-a", "todo.added", {"todo": "t-0002"})
+    await sink.aclose()
+    rows = await event_log.since(start)
+    assert [(kind, data) for _id, _w, kind, _t, data in rows] == [
+        ("todo.done", {"file": "src/a.py"}),
+        ("todo.added", {"todo": "t-0002"}),
+    ]
+
+
+async def test_any_error_of_a_batch_is_logged_and_the_writer_goes_on(
+    event_log: AsyncPgEventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = await _newest(event_log)
+    sink = EventSink(event_log).start()
+    sink.offer_raw("ws-a", "todo.failed", {"loop": float("nan")})  # allowed by json.dumps, not by PostgreSQL
+    sink.offer_raw("ws-a", "todo.failed", {"cycle": _Cyclic()})
+    await asyncio.sleep(0.2)
+    sink.offer_raw("ws-a", "todo.retried", {"todo": "t-0001"})
+    await sink.aclose()
+    kinds = [kind for _id, _w, kind, _t, _d in await event_log.since(start)]
+    assert kinds[-1] == "todo.retried"
+    assert any("cannot write" in r.getMessage() for r in caplog.records if r.name == "codeagent.fleet.events")
+
+
+class _Cyclic:
+    def __str__(self) -> str:
+        raise RuntimeError("no text either")
