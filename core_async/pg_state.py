@@ -104,6 +104,7 @@ _SCHEMA_LOCK = 72_410_001
 # An event's data is informative: a value JSON has no type for (a path, a set) is stored as its text.
 _event_dumps = partial(json.dumps, default=str)
 
+
 class DatabaseUnavailable(AgentError):
     """The fleet's database cannot be reached (or refuses us)."""
 
