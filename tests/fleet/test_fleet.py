@@ -34,7 +34,7 @@ from tests.kernel.workspaces import append_todos, make_workspace, trailers
 
 REPO = Path(__file__).resolve().parents[2]
 STALLED_AFTER = 3.0  # seconds without a heartbeat before a worker's drains move
-TODOS = 15  # per workspace of the SIGKILL test
+TODOS = 25  # per workspace of the SIGKILL test (12 workspaces: 300 todos)
 
 
 def _join(dsn: str, roots: list[Path], todos_each: int) -> dict[str, Path]:
@@ -130,18 +130,20 @@ def _hosts_by_workspace(dsn: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.slow
-def test_three_workers_drain_60_todos_and_survive_a_sigkill(tmp_path: Path, pg_dsn: str) -> None:
-    # Three workers with two drain slots each for four workspaces: whichever worker is killed, the
+def test_three_workers_drain_300_todos_over_12_workspaces_and_survive_a_sigkill(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    # Three workers with eight drain slots each for twelve workspaces: whichever worker is killed, the
     # other two have a free slot for every drain it loses, so the resume waits for the stalled check
-    # and a fetch, never for another workspace's drain to end. Four todos at a time per workspace keep
+    # and a fetch, never for another workspace's drain to end. Two todos at a time per workspace keep
     # a worker's event loop (and so its heartbeats) responsive on a busy machine.
-    roots = [tmp_path / f"ws{i:02d}" for i in range(4)]
+    roots = [tmp_path / f"ws{i:02d}" for i in range(12)]
     for root in roots:
-        make_workspace(root, TODOS, todos=[], config='{"limits": {"per_workspace": 4}}')
+        make_workspace(root, TODOS, todos=[], config='{"limits": {"per_workspace": 2}}')
     ident_of = {root.name: ident for ident, root in _join(pg_dsn, roots, TODOS).items()}
     with (
         StubServer(StubOptions(latency_ms=50)) as stub,
-        workers(pg_dsn, stub.url, 3, tmp_path / "logs", concurrency=2) as procs,
+        workers(pg_dsn, stub.url, 3, tmp_path / "logs", concurrency=8) as procs,
     ):
         _wait(lambda: _states(pg_dsn).get("done", 0) >= len(roots) * TODOS // 5, 120, "a fifth of the todos")
         # The victim: the worker with the most workspaces started and not finished, as the event log tells.
@@ -172,7 +174,7 @@ def test_three_workers_drain_60_todos_and_survive_a_sigkill(tmp_path: Path, pg_d
         assert sorted(trailers(root)) == [f"t-{i + 1:04d}" for i in range(TODOS)]  # one commit each
         assert (root / "f7.txt").read_text() == "file 7\nline 7\n"
     # The victim and at least one taker worked (which of the others takes the moved drains is the queue's
-    # choice: with 2 slots each, two workers may hold all 4 workspaces); resumed() proved the hand-over.
+    # choice: with 8 slots each, two workers may hold all 12 workspaces); resumed() proved the hand-over.
     assert len({h for hosts in _hosts_by_workspace(pg_dsn).values() for h in hosts}) >= 2
 
     # The resume, phase by phase, from the database's clocks: the queue's events, the kernels' own.
