@@ -364,18 +364,27 @@ class Bench:
         """Wait until every process tree has finished starting up; return how long that took (seconds).
 
         A fixed warm-up is not enough on a loaded machine: a process still
-        importing or opening its workspace would count its start-up as idle
-        CPU. Settled means a whole ``step`` in which every tree used under
-        5 ms of CPU (an idle loop uses well under 1 ms per second).
+        importing or opening its workspaces would count its start-up as idle.
+        Settled means two whole ``step``s in a row in which every tree used
+        under 5 ms of CPU and woke at most twice (an idle loop uses well under
+        1 ms per second; the legacy loop's poll wakes once a second). CPU alone
+        is not enough: a worker's start-up ends in a burst of thread hand-offs
+        (hundreds of wake-ups) that cost almost no CPU.
         """
         t0 = time.monotonic()
-        last = {name: self._totals(tree_counters(pid))[0] for name, pid in pids.items()}
+        last = {name: self._totals(tree_counters(pid)) for name, pid in pids.items()}
+        quiet = 0
         while time.monotonic() - t0 < limit:
             time.sleep(step)
-            now = {name: self._totals(tree_counters(pid))[0] for name, pid in pids.items()}
-            busy = [name for name in pids if now[name] - last[name] > 0.005]
+            now = {name: self._totals(tree_counters(pid)) for name, pid in pids.items()}
+            busy = [
+                name
+                for name in pids
+                if now[name][0] - last[name][0] > 0.005 or now[name][1] - last[name][1] > 2
+            ]
             last = now
-            if not busy:
+            quiet = 0 if busy else quiet + 1
+            if quiet == 2:
                 break
         return time.monotonic() - t0
 

@@ -87,6 +87,8 @@ MAX_IN_FLIGHT = 64
 MAX_LAG_S = 0.5
 #: How often the loop's lag and the listen backlog are probed while requests come in.
 PROBE_S = 0.05
+#: The probe stops after this long without a request (an idle server wakes for nothing).
+PROBE_IDLE_S = 1.0
 #: Connections waiting in the listen backlog past which requests are refused with a 503.
 SHED_BACKLOG = 64
 _OVERLOADED = json.dumps(
@@ -100,7 +102,8 @@ class LoadShedding:
     Overloaded: ``limit`` requests in flight, the event loop ``max_lag``
     seconds behind, or more than :data:`SHED_BACKLOG` connections waiting to be
     accepted, as a timer that should fire every :data:`PROBE_S` finds (started
-    by the first request; a plain timer, nothing to cancel at shutdown).
+    by a request, stopped after :data:`PROBE_IDLE_S` without one; a plain timer,
+    nothing to cancel at shutdown).
     """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_IN_FLIGHT, max_lag: float = MAX_LAG_S) -> None:
@@ -113,12 +116,18 @@ class LoadShedding:
         self.backlog = 0
         self._probing = False
         self._backlog: Any = None
+        self._last_request = 0.0
 
     def _probe(self, due: float) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self.lag = max(0.0, now - due)
         self.backlog = self._backlog() if self._backlog is not None else 0
+        if self.in_flight == 0 and now - self._last_request > PROBE_IDLE_S:
+            self._probing = False  # the next request starts it again
+            self.lag = 0.0
+            self.backlog = 0
+            return
         loop.call_later(PROBE_S, self._probe, now + PROBE_S)
 
     def overloaded(self) -> bool:
@@ -129,10 +138,11 @@ class LoadShedding:
         if scope["type"] != "http" or scope["path"].rstrip("/") in ("/health", "/v1/health"):
             await self.app(scope, receive, send)
             return
+        loop = asyncio.get_running_loop()
+        self._last_request = loop.time()
         if not self._probing:
             self._probing = True
             self._backlog = getattr(getattr(scope.get("app"), "state", None), "listen_backlog", None)
-            loop = asyncio.get_running_loop()
             loop.call_later(PROBE_S, self._probe, loop.time() + PROBE_S)
         if self.overloaded():
             self.shed += 1

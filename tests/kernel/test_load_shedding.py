@@ -87,3 +87,27 @@ async def test_a_long_listen_backlog_or_a_late_loop_sheds_too() -> None:
     assert await call("/todos") == 200
     shedding.lag = api_middleware.MAX_LAG_S + 1  # as the probe finds a loop that late
     assert await call("/todos") == 503
+
+
+async def test_the_lag_probe_stops_when_requests_stop_and_starts_with_the_next() -> None:
+    """Idle wake-ups: the probe ran every 50 ms forever after the first request, on an idle server too."""
+    from core_async.kernel import api_middleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    shedding = LoadShedding(app)
+    assert (await _call(shedding, "/todos"))[0] == 200
+    assert shedding._probing
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + api_middleware.PROBE_IDLE_S + 10.0
+    while shedding._probing:
+        assert loop.time() < deadline, "the probe never stopped"
+        await asyncio.sleep(0.05)
+    # Stopped: no timer of the probe is left on the loop.
+    handles = getattr(loop, "_scheduled", [])
+    assert not [h for h in handles if not h.cancelled() and getattr(h, "_callback", None) == shedding._probe]
+    assert (shedding.lag, shedding.backlog) == (0.0, 0)
+    assert (await _call(shedding, "/todos"))[0] == 200
+    assert shedding._probing  # the next request starts it again
