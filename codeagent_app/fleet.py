@@ -33,6 +33,7 @@ from core_async.pg_state import (
     PgDatabase,
 )
 from fleet.events import EventFollower, EventSink
+from fleet.pools import STATE_POOL_DEFAULT
 from fleet.queue import FleetQueue, Timing, WorkspaceHeld
 from fleet.workspaces import register, verify_identity
 
@@ -92,16 +93,28 @@ class _SharedStub:
 
 
 async def run_worker(
-    dsn: str, *, concurrency: int, llm_url: str | None, flags: Path | None, stalled_after: float
+    dsn: str,
+    *,
+    concurrency: int,
+    llm_url: str | None,
+    flags: Path | None,
+    stalled_after: float,
+    db_connections: int = STATE_POOL_DEFAULT,
 ) -> int:
-    """``codeagent worker``: take workspace drains from the queue until SIGTERM / SIGINT."""
+    """``codeagent worker``: take workspace drains from the queue until SIGTERM / SIGINT.
+
+    The worker opens at most ``db_connections`` for the workspaces' state and
+    :data:`QUEUE_POOL_MAX` for the queue, whatever its concurrency: state
+    statements are short, so a small pool serves many drains, and a fleet of N
+    workers stays within N x (both) of the server's ``max_connections``.
+    """
     from bridge.wiring import recording_transport
     from codeagent_app.runner import routed_components
     from core_async.kernel.entry import run_kernel
     from core_async.kernel.server_core import KernelOptions
     from legacy.workspace_lock import WorkspaceBusy, hold_workspace
 
-    db = await PgDatabase(dsn, max_size=max(4, 4 * concurrency)).open()
+    db = await PgDatabase(dsn, max_size=db_connections).open()
     queue = FleetQueue(dsn, Timing.for_stalled_after(stalled_after))
     stub = _SharedStub()
     name = f"{socket.gethostname()}:{os.getpid()}"

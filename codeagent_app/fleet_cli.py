@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from fleet.pools import QUEUE_POOL_MAX, STATE_POOL_DEFAULT
+
 queue_app = typer.Typer(no_args_is_help=True, help="The fleet's job queue in PostgreSQL.")
 
 QueueOpt = Annotated[
@@ -50,6 +52,15 @@ def worker(
             help="Seconds without a heartbeat after which a worker's drains move to another worker.",
         ),
     ] = 10.0,
+    db_connections: Annotated[
+        int,
+        typer.Option(
+            "--db-connections",
+            min=1,
+            help="Most connections of the worker's state pool (the queue's own pool adds up to"
+            f" {QUEUE_POOL_MAX}); PostgreSQL's max_connections bounds the fleet's sum.",
+        ),
+    ] = STATE_POOL_DEFAULT,
 ) -> None:
     """Take workspace drains from the fleet's queue and drive them with the async core (until SIGTERM)."""
     from codeagent_app.fleet import run_worker
@@ -57,7 +68,12 @@ def worker(
     try:
         asyncio.run(
             run_worker(
-                queue, concurrency=concurrency, llm_url=llm_url, flags=flags, stalled_after=stalled_after
+                queue,
+                concurrency=concurrency,
+                llm_url=llm_url,
+                flags=flags,
+                stalled_after=stalled_after,
+                db_connections=db_connections,
             )
         )
     except _database_errors() as exc:

@@ -40,6 +40,8 @@ from procrastinate import exceptions as pexc
 from procrastinate.jobs import Status
 from procrastinate.retry import RetryStrategy
 
+from fleet.pools import QUEUE_POOL_MAX
+
 log = logging.getLogger("codeagent.fleet")
 
 DRAIN_TASK = "codeagent.drain_workspace"
@@ -92,7 +94,7 @@ class FleetQueue:
         self.dsn = dsn
         self.timing = timing or Timing()
         self.app = procrastinate.App(
-            connector=procrastinate.PsycopgConnector(conninfo=dsn, min_size=1, max_size=10),
+            connector=procrastinate.PsycopgConnector(conninfo=dsn, min_size=1, max_size=QUEUE_POOL_MAX),
         )
         self._drainer: Drainer | None = None
         self._register()

@@ -10,6 +10,7 @@ checkpoints, and every todo still ends with exactly one commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -27,6 +28,7 @@ import psycopg
 import pytest
 
 import core_sync.pg_state as spg
+from fleet.pools import QUEUE_POOL_MAX, STATE_POOL_DEFAULT
 from fleet.queue import DRAIN_TASK, FleetQueue, Timing
 from fleet.workspaces import read_identity, write_identity
 from llm_stub import StubOptions, StubServer
@@ -84,12 +86,14 @@ def workers(
                 proc.wait()
 
 
-def start_worker(dsn: str, url: str, logs: Path, *, concurrency: int = 4) -> subprocess.Popen[bytes]:
+def start_worker(
+    dsn: str, url: str, logs: Path, *, concurrency: int = 4, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     logs.mkdir(exist_ok=True)
     with (logs / f"worker-{time.monotonic_ns()}.log").open("wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "codeagent_app.cli", "worker", "--queue", dsn, "--llm-url", url,
-             "--concurrency", str(concurrency), "--stalled-after", str(STALLED_AFTER)],
+             "--concurrency", str(concurrency), "--stalled-after", str(STALLED_AFTER), *extra],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -340,3 +344,47 @@ def _job_status(dsn: str, ident: str) -> str | None:
             "SELECT status::text FROM procrastinate_jobs WHERE lock = %s ORDER BY id DESC LIMIT 1", (ident,)
         ).fetchone()
     return None if row is None else str(row[0])
+
+
+def _connections(dsn: str) -> int:
+    """Connections to the test's database, the asking one aside."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.slow
+def test_a_workers_connections_do_not_grow_with_its_concurrency(tmp_path: Path, pg_dsn: str) -> None:
+    # Before: the state pool grew to 4 x concurrency, so two workers at --concurrency 12 asked for 116
+    # connections and the server (max_connections 100) refused the fleet ("too many clients").
+    roots = [tmp_path / f"ws{i}" for i in range(12)]
+    for root in roots:
+        make_workspace(root, 4, todos=[], config='{"limits": {"per_workspace": 4}}')
+    _join(pg_dsn, roots, 4)
+    most = 0
+    with (
+        StubServer(StubOptions(latency_ms=100)) as stub,
+        contextlib.ExitStack() as stack,
+    ):
+        proc = start_worker(pg_dsn, stub.url, tmp_path / "logs", concurrency=12)
+        stack.callback(_stop, proc)
+        deadline = time.monotonic() + 120
+        while _states(pg_dsn).get("done", 0) < 48:
+            assert time.monotonic() < deadline, "the worker did not finish 48 todos"
+            most = max(most, _connections(pg_dsn))
+            time.sleep(0.05)
+    assert _states(pg_dsn) == {"done": 48}
+    # The state pool and the queue's pool, with one for procrastinate's LISTEN beside it.
+    assert 0 < most <= STATE_POOL_DEFAULT + QUEUE_POOL_MAX + 1, most
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
