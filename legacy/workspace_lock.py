@@ -70,6 +70,8 @@ def hold_workspace(root: Path, loop: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise WorkspaceBusy(root, _read_holder(path)) from None
+        # A clean release empties the file: content left means the last holder died holding the workspace.
+        predecessor = _read_holder(path)
         info = {"pid": os.getpid(), "loop": loop, "since": utcnow().isoformat()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
@@ -81,12 +83,16 @@ def hold_workspace(root: Path, loop: str) -> Iterator[None]:
             if swept:
                 log.info("removed %d temp file(s) interrupted writes left in %s", len(swept), root)
         try:
-            if remove_stale_index_lock(root):
-                log.warning(
-                    "removed a stale .git/index.lock in %s (left by a git write that was killed)", root
-                )
+            removed = remove_stale_git_locks(root, holder_died=predecessor is not None)
         except OSError as exc:
-            log.warning("could not remove a stale .git/index.lock in %s: %s", root, exc)
+            log.warning("could not remove stale git lock files in %s: %s", root, exc)
+        else:
+            if removed:
+                log.warning(
+                    "removed stale git lock file(s) %s in %s (left by a git write that was killed)",
+                    ", ".join(removed),
+                    root,
+                )
         try:
             yield
         finally:
@@ -96,30 +102,49 @@ def hold_workspace(root: Path, loop: str) -> Iterator[None]:
         os.close(fd)
 
 
-#: Seconds an ``index.lock`` must have existed before a new holder of the workspace takes it for stale: git
-#: holds it for milliseconds around an ``add`` or a commit.
+#: Seconds a git lock file must have existed before a new holder of the workspace takes it for stale (when
+#: the last holder released the workspace cleanly): git holds one for milliseconds around a write.
 STALE_INDEX_LOCK_S = 5.0
 
 
-def remove_stale_index_lock(root: Path, now: float | None = None) -> bool:
-    """Remove ``.git/index.lock`` that a killed write left; whether one was removed.
+def git_lock_files(root: Path) -> list[Path]:
+    """The lock files of a git write in ``root``'s repository: ``index.lock``, ``HEAD.lock``, ``packed-refs.lock``,
+    ``config.lock`` ... at the top of ``.git`` and ``<ref>.lock`` under ``.git/refs``."""
+    git_dir = root / ".git"
+    if not git_dir.is_dir():
+        return []
+    found = [p for p in git_dir.glob("*.lock") if p.is_file()]
+    found += [p for p in (git_dir / "refs").rglob("*.lock") if p.is_file()]
+    return sorted(found)
 
-    Called with the workspace held, so no loop of ours is writing the index; a lock
-    older than :data:`STALE_INDEX_LOCK_S` with no ``git`` process working in the
-    workspace was left by a write that never finished (a SIGKILL during libgit2's
-    index write, in the loop's own process, or of a git child), and would make every
-    later ``git add`` of the workspace fail with "index.lock: File exists".
+
+def remove_stale_git_locks(root: Path, *, now: float | None = None, holder_died: bool = False) -> list[str]:
+    """Remove the git lock files a killed write left; their paths relative to ``root``.
+
+    Called with the workspace held, so no loop of ours writes the repository. A
+    lock with no ``git`` process working in the workspace was left by a write
+    that never finished (a SIGKILL during libgit2's index or ref update in the
+    loop's own process, or of a git child), and would make every later ``git add``
+    or commit fail with "File exists" / "failed to lock file". When the last
+    holder died holding the workspace (``holder_died``), every such lock is its
+    own and goes at once, however young; otherwise only one older than
+    :data:`STALE_INDEX_LOCK_S` goes (a young one may be another tool's write).
     """
-    lock = root / ".git" / "index.lock"
-    try:
-        age = (now if now is not None else time.time()) - lock.lstat().st_mtime
-    except FileNotFoundError:
-        return False
-    if age < STALE_INDEX_LOCK_S or _git_working_in(root):
-        return False
-    with contextlib.suppress(FileNotFoundError):
-        lock.unlink()
-    return True
+    locks = git_lock_files(root)
+    if not locks or _git_working_in(root):
+        return []
+    when = now if now is not None else time.time()
+    removed: list[str] = []
+    for lock in locks:
+        try:
+            age = when - lock.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if holder_died or age >= STALE_INDEX_LOCK_S:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+                removed.append(lock.relative_to(root).as_posix())
+    return removed
 
 
 def _git_working_in(root: Path) -> bool:

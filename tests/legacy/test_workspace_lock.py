@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from legacy.workspace_lock import (
     STALE_INDEX_LOCK_S,
     WorkspaceBusy,
     hold_workspace,
-    remove_stale_index_lock,
+    remove_stale_git_locks,
     sweep_stale_temps,
 )
 
@@ -62,13 +64,13 @@ def test_taking_the_workspace_removes_an_index_lock_a_killed_git_write_left(work
     lock = workspace / ".git" / "index.lock"
     lock.write_bytes(b"")
     with hold_workspace(workspace, "async"):
-        assert lock.exists()  # a fresh lock may be a git at work: kept
+        assert lock.exists()  # the last holder let go cleanly: a fresh lock may be another tool's write, kept
     old = time.time() - STALE_INDEX_LOCK_S - 1
     os.utime(lock, (old, old))
     with hold_workspace(workspace, "async"):
         assert not lock.exists()
     subprocess.run(["git", "-C", str(workspace), "add", "-A"], check=True)
-    assert remove_stale_index_lock(workspace) is False  # nothing left to remove
+    assert remove_stale_git_locks(workspace) == []  # nothing left to remove
 
 
 def test_an_index_lock_is_kept_while_a_git_process_works_in_the_workspace(workspace: Path) -> None:
@@ -84,7 +86,45 @@ def test_an_index_lock_is_kept_while_a_git_process_works_in_the_workspace(worksp
         while Path(f"/proc/{busy.pid}/comm").read_text().strip() != "git":
             assert time.monotonic() < deadline, "the git child never exec'd"
             time.sleep(0.01)
-        assert remove_stale_index_lock(workspace, now=time.time() + 60) is False
+        assert remove_stale_git_locks(workspace, now=time.time() + 60, holder_died=True) == []
     finally:
         busy.communicate(b"x")
-    assert remove_stale_index_lock(workspace, now=time.time() + 60) is True
+    assert remove_stale_git_locks(workspace, now=time.time() + 60) == [".git/index.lock"]
+
+
+_HOLD_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from legacy.workspace_lock import hold_workspace
+with hold_workspace(Path(sys.argv[1]), "async"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_holder_killed_mid_write_leaves_ref_locks_the_next_holder_removes_at_once(workspace: Path) -> None:
+    """Chaos campaign finding (crash-async, 1,000 kills): a SIGKILL during libgit2's ref update left
+    ``.git/refs/heads/main.lock``; the next life started within a second, kept the young lock, and every
+    commit of the workspace failed with "failed to lock file ... main.lock" (132 todos lost)."""
+    if not (workspace / ".git").is_dir():
+        subprocess.run(["git", "init", "-q", str(workspace)], check=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_AND_WAIT, str(workspace)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    git_dir = workspace / ".git"
+    (git_dir / "refs" / "heads").mkdir(parents=True, exist_ok=True)
+    left = [git_dir / "index.lock", git_dir / "HEAD.lock", git_dir / "refs" / "heads" / "main.lock"]
+    for lock in left:
+        lock.write_bytes(b"")  # young: written a moment ago, as by the write the kill interrupts
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    holder.stdout.close()
+    with hold_workspace(workspace, "async"):
+        assert [lock.exists() for lock in left] == [False, False, False]
+    # This holder let go cleanly: a young lock found next time is kept (it may be another tool's write).
+    left[0].write_bytes(b"")
+    with hold_workspace(workspace, "async"):
+        assert left[0].exists()
