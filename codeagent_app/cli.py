@@ -332,6 +332,18 @@ def llm_stub(
         ),
     ] = "sequence",
     hang_s: Annotated[float, typer.Option("--hang-s", help="How long a 'hang' fault lasts.")] = 3600.0,
+    model: Annotated[str, typer.Option("--model", help="Model name listed by /v1/models.")] = "stub-coder",
+    hold_until_in_flight: Annotated[
+        int,
+        typer.Option(
+            "--hold-until-in-flight",
+            help="Hold every completion until N requests are in flight at once (0: off): proves a client"
+            " really holds N at once.",
+        ),
+    ] = 0,
+    hold_timeout_s: Annotated[
+        float, typer.Option("--hold-timeout-s", help="Longest hold of one request (seconds).")
+    ] = 30.0,
 ) -> None:
     """Serve the OpenAI-compatible stub LLM (HTTP/1.1 and cleartext HTTP/2)."""
     from llm_stub import RulesError, StubOptions, serve_forever
@@ -351,6 +363,9 @@ def llm_stub(
             fault_rates=parse_fault_rates(fault_rates),
             draws=draws,
             hang_s=hang_s,
+            model=model,
+            hold_until_in_flight=hold_until_in_flight,
+            hold_timeout_s=hold_timeout_s,
         )
         serve_forever(options, host, port)
     except (ValueError, RulesError, OSError) as exc:

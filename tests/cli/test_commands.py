@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from codeagent_app.sample import create_sample_workspace, sample_todo_specs
 from legacy.workspace_lock import hold_workspace
@@ -129,3 +131,30 @@ def test_serve_answers_the_api_and_stops_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_llm_stub_command_holds_completions_until_n_are_in_flight() -> None:
+    """``codeagent llm-stub --hold-until-in-flight N`` (the stub's own ``python -m llm_stub`` had it; the
+    shipped command did not): one request waits, the second releases both."""
+    proc = subprocess.Popen(
+        [*CLI, "llm-stub", "--port", "0", "--hold-until-in-flight", "2", "--model", "held-model"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on" in line, line + (proc.stderr.read() if proc.stderr else "")
+        url = line.split("listening on", 1)[1].strip()
+        body = {"model": "held-model", "messages": [{"role": "user", "content": "x"}]}
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert [m["id"] for m in client.get("/models").json()["data"]] == ["held-model"]
+            with pytest.raises(httpx.ReadTimeout):  # alone: held
+                client.post("/chat/completions", json=body, timeout=1.0)
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(lambda _: client.post("/chat/completions", json=body), range(2)))
+        assert [a.status_code for a in answers] == [200, 200]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)

@@ -205,6 +205,7 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["demo", "--loop", "bogus"], "--loop must be 'legacy' or 'async'"),
     (["bench", "--latency-ms", "abc"], "--latency-ms: must be a number"),
     (["llm-stub", "--fail-rate", "2"], "fail_rate must be between 0 and 1"),
+    (["llm-stub", "--hold-until-in-flight", "-1"], "hold_until_in_flight must be >= 0"),
     (["flags", "show", "-w", "WS", "--bogus"], "unknown option --bogus"),
     (["flags", "set", "llm=sideways", "-w", "WS"], "unknown mode 'sideways' for llm"),
     (["flags", "rollback", "llm", "-w", "WS"], "--reason TEXT is required"),
