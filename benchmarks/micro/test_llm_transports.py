@@ -307,8 +307,18 @@ def stub_url() -> Iterator[str]:
         yield url
 
 
+# The comparison transports may leave a socket of a request that failed at 1,000 in flight unclosed
+# (httpcore under uvloop; seen once in a full run): a ResourceWarning at the test's end, which the
+# warnings-are-errors setting would turn into a failure of the whole micro-benchmark run. Their errors
+# are reported in the figures; the default transport is held to 0 errors and no warning.
+_COMPARED = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
 @pytest.mark.parametrize("in_flight", sorted(QUICK_LEVELS))
-@pytest.mark.parametrize("name", list(TRANSPORTS))
+@pytest.mark.parametrize(
+    "name",
+    [name if name.startswith("aiohttp") else pytest.param(name, marks=_COMPARED) for name in TRANSPORTS],
+)
 def test_transport_cpu(benchmark: Any, stub_url: str, name: str, in_flight: int) -> None:
     n, latency = QUICK_LEVELS[in_flight]
     stub_admin(stub_url, "options", {"latency_ms": latency})
