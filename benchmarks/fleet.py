@@ -13,7 +13,11 @@ profile (the stub in its own process: lognormal latency, median 2 s, p99 10 s,
   queue), read after the workers have exited, divided by the todos;
 * the queue's own overhead: the same figure for drains of a no-op drainer
   (defer, fetch through LISTEN/NOTIFY, finish, heartbeats, stalled checks),
-  per drain, and drains per todo in the real runs.
+  per drain, and drains per todo in the real runs;
+* where the CPU went: the worker processes' own CPU per todo (each with its
+  children: git), the whole machine's per todo (workers, PostgreSQL, the stub
+  and anything else running), and the cores busy over the run; and how the
+  todos spread over the workers (from the ``host`` of each ``todo.done``).
 
 The machine's cores are in the report: with N cores, more than N busy workers
 cannot run Python faster.
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -138,6 +143,29 @@ def _drains(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _done_by_worker(dsn: str) -> list[int]:
+    """Todos done per worker (the event's ``host``), most first."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT data->>'host', count(*) FROM codeagent_events WHERE type = 'todo.done' GROUP BY 1"
+        ).fetchall()
+    return sorted((int(r[1]) for r in rows), reverse=True)
+
+
+def _tree_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of a live process and its children (alive or reaped)."""
+    try:
+        times = proc.cpu_times()
+        return float(times.user + times.system + times.children_user + times.children_system)
+    except psutil.Error:
+        return 0.0
+
+
+def _machine_busy_s() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def sustained_rate(times: Sequence[float]) -> float:
     """Completions per second between the 10th and 90th percentile of the completion times."""
     if len(times) < 10:
@@ -159,6 +187,7 @@ def run_workers(server: str, stub_url: str, plan: FleetPlan, count: int, scratch
         before = active_ms(dsn)
         asyncio.run(_defer(dsn, idents))
         total = plan.workspaces * plan.todos_each
+        busy_before = _machine_busy_s()
         started = time.monotonic()
         procs = [
             subprocess.Popen(
@@ -185,6 +214,8 @@ def run_workers(server: str, stub_url: str, plan: FleetPlan, count: int, scratch
                     raise RuntimeError(f"{count} worker(s) did not finish {total} todos in 15 minutes")
                 time.sleep(0.2)
             wall = time.monotonic() - started
+            busy = _machine_busy_s() - busy_before
+            worker_cpu = sum(_tree_cpu_s(psutil.Process(proc.pid)) for proc in procs)
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -197,6 +228,7 @@ def run_workers(server: str, stub_url: str, plan: FleetPlan, count: int, scratch
         times = _completion_times(dsn)
         db_ms = active_ms(dsn) - before
         drains = _drains(dsn)
+        spread = _done_by_worker(dsn)
     return {
         "workers": count,
         "todos": total,
@@ -208,6 +240,10 @@ def run_workers(server: str, stub_url: str, plan: FleetPlan, count: int, scratch
         "db_ms_per_todo": round(db_ms / total, 3),
         "drains": drains,
         "drains_per_todo": round(drains / total, 4),
+        "worker_cpu_ms_per_todo": round(1000 * worker_cpu / total, 2),
+        "machine_cpu_ms_per_todo": round(1000 * busy / total, 2),
+        "cores_busy": round(busy / wall, 2),
+        "done_by_worker": spread,
     }
 
 
@@ -259,8 +295,9 @@ def render(results: dict[str, Any]) -> str:
         f" workspaces x {results['plan']['todos_each']} todos.",
         "",
         "| worker processes | todos | wall (s) | todos/s sustained | todos/s batch | per core (sustained) |"
-        " DB ms per todo | drains per todo |",
-        "|---|---|---|---|---|---|---|---|",
+        " DB ms per todo | drains per todo | worker CPU ms per todo | machine CPU ms per todo | cores busy |"
+        " todos done per worker |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cores = machine.get("cpus") or 1
     for line in results["lines"]:
@@ -268,6 +305,8 @@ def render(results: dict[str, Any]) -> str:
             f"| {line['workers']} | {line['todos']} | {line['wall_s']} | {line['todos_per_s_sustained']} |"
             f" {line['todos_per_s_batch']} | {line['todos_per_s_sustained'] / cores:.2f} |"
             f" {line['db_ms_per_todo']} | {line['drains_per_todo']} |"
+            f" {line.get('worker_cpu_ms_per_todo', '-')} | {line.get('machine_cpu_ms_per_todo', '-')} |"
+            f" {line.get('cores_busy', '-')} | {', '.join(map(str, line.get('done_by_worker', []))) or '-'} |"
         )
     queue = results["queue"]
     lines += [
@@ -279,7 +318,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         "DB ms per todo is `pg_stat_database.active_time` of the run's own database over the run, divided"
         " by its todos: every statement of the state stores (todos, status, checkpoints), the event log"
-        " and the queue.",
+        " and the queue (time waiting for a lock counts too). Worker CPU: the worker processes and their"
+        " git children; machine CPU: every process of the machine over the run (workers, PostgreSQL, the"
+        " stub, and whatever else ran), so on a shared machine read it as an upper bound. The wall time"
+        " includes the workers' start-up; the sustained rate leaves the start and the tail out.",
         "",
     ]
     return "\n".join(lines)

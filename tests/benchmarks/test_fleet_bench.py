@@ -41,6 +41,10 @@ def test_the_report_names_cores_profile_and_every_line() -> None:
                 "todos_per_s_batch": 20.0,
                 "db_ms_per_todo": 5.0,
                 "drains_per_todo": 0.01,
+                "worker_cpu_ms_per_todo": 20.0 + w,
+                "machine_cpu_ms_per_todo": 40.0 + w,
+                "cores_busy": 1.5,
+                "done_by_worker": [1200 // w] * w,
             }
             for w in (1, 2, 4)
         ],
@@ -48,5 +52,8 @@ def test_the_report_names_cores_profile_and_every_line() -> None:
     }
     text = render(results)
     assert "2 CPUs" in text and "median 2 s, p99 10 s" in text and "commit abc" in text
-    assert "| 4 | 1200 | 60.0 | 120.0 | 20.0 | 60.00 | 5.0 | 0.01 |" in text
+    assert (
+        "| 4 | 1200 | 60.0 | 120.0 | 20.0 | 60.00 | 5.0 | 0.01 | 24.0 | 44.0 | 1.5 | 300, 300, 300, 300 |"
+        in text
+    )
     assert "1.5 ms of database time per drain" in text
