@@ -178,6 +178,9 @@ class CrashRun:
         self.stats = KillStats(target.name)
         self.startup_s = 1.0
         self.per_todo_s = 0.05
+        #: From working to the first todo done in a fresh process (its first LLM answer, lazy imports, the
+        #: trailer index): a life needs at least this to finish anything, however few todos are left.
+        self.first_done_s = 0.05
         self._round = 0
 
     def _new_round(self) -> tuple[list[Path], list[Workload]]:
@@ -195,11 +198,14 @@ class CrashRun:
         roots, loads = self._new_round()
         started = time.monotonic()
         first: float | None = None
+        first_done: float | None = None
         with (self.work / f"{self.target.name}-calibration.log").open("wb") as log:
             proc = procs.start(self.target.args(roots, self.url), log)
             while proc.poll() is None and time.monotonic() - started < 300:
                 if first is None and any((r / ".agent" / "status.json").exists() for r in roots):
                     first = time.monotonic() - started
+                if first is not None and first_done is None and any(done_count(r) for r in roots):
+                    first_done = time.monotonic() - started - first
                 time.sleep(0.01)
             code = procs.wait_or_kill(proc, 1)
         took = time.monotonic() - started
@@ -210,7 +216,12 @@ class CrashRun:
         self.stats.absorb(self._final(roots, loads), "calibration")
         self.startup_s = first if first is not None else took / 2
         self.per_todo_s = max(0.005, (took - self.startup_s) / max(1, todos))
-        self.stats.extra.update(startup_s=round(self.startup_s, 3), per_todo_s=round(self.per_todo_s, 4))
+        self.first_done_s = first_done if first_done is not None else self.per_todo_s
+        self.stats.extra.update(
+            startup_s=round(self.startup_s, 3),
+            per_todo_s=round(self.per_todo_s, 4),
+            first_done_s=round(self.first_done_s, 3),
+        )
 
     def _final(self, roots: list[Path], loads: list[Workload]) -> list[str]:
         found: list[str] = []
@@ -253,6 +264,18 @@ class CrashRun:
     def _log(self, roots: list[Path]) -> Path:
         return roots[0].parent / "target.log"
 
+    def kill_horizon(self, remaining: int) -> float:
+        """Seconds after a life starts working over which its kill is drawn: what is left of its run.
+
+        A fresh life takes :attr:`first_done_s` to finish its first todo, then about
+        :attr:`per_todo_s` per todo. Drawn over ``remaining x per_todo_s`` alone, a life
+        with a few todos left was killed before its first LLM answer every time:
+        the crash-async run of 1,000 kills had two rounds of 40 lives in a row
+        without a finished todo (a livelock of the schedule, not of the target).
+        """
+        rest = max(0, remaining - 1) * self.per_todo_s / max(1, self.target.workspaces // 2)
+        return max(0.05, min(self.max_horizon, self.first_done_s + rest))
+
     def _wait_for_moment(
         self,
         proc: subprocess.Popen[bytes],
@@ -272,8 +295,7 @@ class CrashRun:
                 if proc.poll() is not None or gone():
                     return False
                 time.sleep(0.005)
-            spread = remaining * self.per_todo_s / max(1, self.target.workspaces // 2)
-            delay = self.rng.uniform(0.0, max(0.05, min(self.max_horizon, spread)))
+            delay = self.rng.uniform(0.0, self.kill_horizon(remaining))
         try:
             proc.wait(delay)
         except subprocess.TimeoutExpired:
