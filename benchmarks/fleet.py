@@ -61,6 +61,8 @@ class FleetPlan:
     workers: tuple[int, ...] = (1, 2, 4)
     workspaces: int = 12
     todos_each: int = 100
+    #: drain slots of the whole fleet: each of N workers gets ceil(concurrency / N), so the work spreads
+    #: (with 12 slots each, the first worker to start took every workspace and the others idled)
     concurrency: int = 12
     noop_drains: int = 500
 
@@ -187,6 +189,7 @@ def run_workers(server: str, stub_url: str, plan: FleetPlan, count: int, scratch
         before = active_ms(dsn)
         asyncio.run(_defer(dsn, idents))
         total = plan.workspaces * plan.todos_each
+        per_worker = -(-plan.concurrency // count)
         busy_before = _machine_busy_s()
         started = time.monotonic()
         procs = [
@@ -199,7 +202,7 @@ def run_workers(server: str, stub_url: str, plan: FleetPlan, count: int, scratch
                     "--queue",
                     dsn,
                     "--concurrency",
-                    str(plan.concurrency),
+                    str(per_worker),
                 ],
                 cwd=REPO,
                 env=child_env(),
@@ -233,7 +236,7 @@ def run_workers(server: str, stub_url: str, plan: FleetPlan, count: int, scratch
         "workers": count,
         "todos": total,
         "workspaces": plan.workspaces,
-        "concurrency_per_worker": plan.concurrency,
+        "concurrency_per_worker": per_worker,
         "wall_s": round(wall, 2),
         "todos_per_s_batch": round(total / wall, 2),
         "todos_per_s_sustained": round(sustained_rate(times), 2),
@@ -290,19 +293,20 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Realistic LLM profile (stub in its own process): lognormal latency, median 2 s, p99 10 s;"
         " 3% 429 with Retry-After 1 s; 0.5% hangs (client timeout "
-        f"{CLIENT_TIMEOUT_S:g} s, then a retry). Each line: a fresh database, `codeagent worker --queue DSN"
-        f" --concurrency {results['plan']['concurrency']}` processes, {results['plan']['workspaces']}"
-        f" workspaces x {results['plan']['todos_each']} todos.",
+        f"{CLIENT_TIMEOUT_S:g} s, then a retry). Each line: a fresh database, N `codeagent worker --queue DSN"
+        f" --concurrency C` processes with C = ceil({results['plan']['concurrency']} / N) drain slots each"
+        f" (the fleet's {results['plan']['concurrency']} slots spread over its workers),"
+        f" {results['plan']['workspaces']} workspaces x {results['plan']['todos_each']} todos.",
         "",
-        "| worker processes | todos | wall (s) | todos/s sustained | todos/s batch | per core (sustained) |"
+        "| worker processes | --concurrency | todos | wall (s) | todos/s sustained | todos/s batch | per core (sustained) |"
         " DB ms per todo | drains per todo | worker CPU ms per todo | machine CPU ms per todo | cores busy |"
         " todos done per worker |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cores = machine.get("cpus") or 1
     for line in results["lines"]:
         lines.append(
-            f"| {line['workers']} | {line['todos']} | {line['wall_s']} | {line['todos_per_s_sustained']} |"
+            f"| {line['workers']} | {line.get('concurrency_per_worker', '-')} | {line['todos']} | {line['wall_s']} | {line['todos_per_s_sustained']} |"
             f" {line['todos_per_s_batch']} | {line['todos_per_s_sustained'] / cores:.2f} |"
             f" {line['db_ms_per_todo']} | {line['drains_per_todo']} |"
             f" {line.get('worker_cpu_ms_per_todo', '-')} | {line.get('machine_cpu_ms_per_todo', '-')} |"

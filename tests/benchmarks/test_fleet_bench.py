@@ -35,6 +35,7 @@ def test_the_report_names_cores_profile_and_every_line() -> None:
         "lines": [
             {
                 "workers": w,
+                "concurrency_per_worker": 12 // w,
                 "todos": 1200,
                 "wall_s": 60.0,
                 "todos_per_s_sustained": 30.0 * w,
@@ -53,7 +54,7 @@ def test_the_report_names_cores_profile_and_every_line() -> None:
     text = render(results)
     assert "2 CPUs" in text and "median 2 s, p99 10 s" in text and "commit abc" in text
     assert (
-        "| 4 | 1200 | 60.0 | 120.0 | 20.0 | 60.00 | 5.0 | 0.01 | 24.0 | 44.0 | 1.5 | 300, 300, 300, 300 |"
+        "| 4 | 3 | 1200 | 60.0 | 120.0 | 20.0 | 60.00 | 5.0 | 0.01 | 24.0 | 44.0 | 1.5 | 300, 300, 300, 300 |"
         in text
     )
     assert "1.5 ms of database time per drain" in text
