@@ -93,13 +93,12 @@ DEFECTS: list[str] = [
 ]
 
 MISSING: list[str] = [
-    "`crash-async`, the 1,000-kill run on the fixed code (commit aec32ec): 0 unreadable, 0 lost, 0 doubled, 0 "
-    "wrong over 24,600 todos, but the run is marked failed for two *stalls* (40 lives in a row without a "
-    "finished todo). Cause, read from the round logs: with 4 todos left the kill was drawn over 4 x 34 ms, while "
-    "a fresh life needs about 0.34 s to its first finished todo (the first LLM answer of a new process), so "
-    "every life died before finishing anything: a livelock of the campaign's schedule, not of the loop (each "
-    "round still ended with every invariant holding). The horizon now starts at that measured first-todo "
-    "time (`CrashRun.kill_horizon`, `tests/chaos/test_crashes.py`); the 1,000 kills were not run again after it.",
+    "`crash-async`: the 1,000-kill run on aec32ec held every invariant (0 unreadable, 0 lost, 0 doubled, 0 "
+    "wrong over 24,600 todos) but was marked failed for two *stalls* (40 lives in a row without a finished "
+    "todo): with 4 todos left the kill was drawn over 4 x 34 ms while a fresh life needs about 0.34 s to its "
+    "first finished todo, so every life died first (the campaign's schedule, not the loop). The horizon now "
+    "starts at that measured first-todo time (`CrashRun.kill_horizon`, `tests/chaos/test_crashes.py`); the "
+    "run above (commit d19c013) is the first after it: 0 stall(s).",
     "`crash-worker` and `crash-migrate` ran 150 kills each (not 1,000), on an earlier commit (61984920c2d6).",
     "Until this session's last runs, the async targets ran without a flag file, so the async loop routed every "
     "component to the legacy code; `crash-async`, `crash-worker`, `soak`, `llm` and `disk` now run it with every "
