@@ -10,7 +10,6 @@ checkpoints, and every todo still ends with exactly one commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -86,14 +85,12 @@ def workers(
                 proc.wait()
 
 
-def start_worker(
-    dsn: str, url: str, logs: Path, *, concurrency: int = 4, extra: tuple[str, ...] = ()
-) -> subprocess.Popen[bytes]:
+def start_worker(dsn: str, url: str, logs: Path, *, concurrency: int = 4) -> subprocess.Popen[bytes]:
     logs.mkdir(exist_ok=True)
     with (logs / f"worker-{time.monotonic_ns()}.log").open("wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "codeagent_app.cli", "worker", "--queue", dsn, "--llm-url", url,
-             "--concurrency", str(concurrency), "--stalled-after", str(STALLED_AFTER), *extra],
+             "--concurrency", str(concurrency), "--stalled-after", str(STALLED_AFTER)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -366,10 +363,8 @@ def test_a_workers_connections_do_not_grow_with_its_concurrency(tmp_path: Path, 
     most = 0
     with (
         StubServer(StubOptions(latency_ms=100)) as stub,
-        contextlib.ExitStack() as stack,
+        workers(pg_dsn, stub.url, 1, tmp_path / "logs", concurrency=12),
     ):
-        proc = start_worker(pg_dsn, stub.url, tmp_path / "logs", concurrency=12)
-        stack.callback(_stop, proc)
         deadline = time.monotonic() + 120
         while _states(pg_dsn).get("done", 0) < 48:
             assert time.monotonic() < deadline, "the worker did not finish 48 todos"
@@ -378,13 +373,3 @@ def test_a_workers_connections_do_not_grow_with_its_concurrency(tmp_path: Path, 
     assert _states(pg_dsn) == {"done": 48}
     # The state pool and the queue's pool, with one for procrastinate's LISTEN beside it.
     assert 0 < most <= STATE_POOL_DEFAULT + QUEUE_POOL_MAX + 1, most
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
