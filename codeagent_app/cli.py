@@ -375,7 +375,9 @@ def llm_stub(
 def main() -> None:
     """Console-script entry point (a bad command line is one line on stderr and exit 2)."""
     from codeagent_app.cli_errors import run as run_cli
+    from core_async.kernel.loop_policy import tune_gc
 
+    tune_gc()
     run_cli(app, "codeagent")
 
 

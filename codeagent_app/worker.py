@@ -235,4 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from core_async.kernel.loop_policy import tune_gc
+
+    tune_gc()
     sys.exit(main())

@@ -47,7 +47,7 @@ from codeagent.protocols import (
     AsyncStatusStore,
     AsyncTodoStore,
 )
-from core_async._compat import LOOP_KIND, AEvent, await_event
+from core_async._compat import LOOP_KIND, AEvent, agather, await_event
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +102,21 @@ class AsyncAgent:
 
     async def _set_agent(
         self, state: Literal["idle", "working", "stopped"], current: str | None = None
-    ) -> None:
+    ) -> AgentState:
+        """Record what the loop is doing; returns the record."""
         agent = AgentState(
             state=state, current_todo=current, pid=os.getpid(), loop=self.loop_name, processed=self.processed
         )
         await self.status.set_agent(agent)
+        return agent
+
+    async def _start(self, todo_id: str, running: TodoState) -> bool:
+        """Record ``todo_id`` as running; ``False`` when the store refuses (an operator cancelled it)."""
+        try:
+            await self.status.set_todo(todo_id, running)
+        except TodoCancelled:
+            return False
+        return True
 
     async def _save(self, checkpoint: Checkpoint) -> Checkpoint:
         await self.checkpoints.save(checkpoint)
@@ -183,14 +193,12 @@ class AsyncAgent:
             return previous
         attempts = (previous.attempts if previous else 0) + 1
         started = utcnow()
-        try:
-            await self.status.set_todo(
-                todo.id, TodoState(status=TodoStatus.RUNNING, attempts=attempts, started_at=started)
-            )
-        except TodoCancelled:  # cancelled since the line above: the store refused to start it
+        running = TodoState(status=TodoStatus.RUNNING, attempts=attempts, started_at=started)
+        # Both updates at once: a status store that groups writes makes them one write.
+        allowed, _ = await agather(self._start(todo.id, running), self._set_agent("working", todo.id))
+        if not allowed:  # cancelled since the line above: the store refused to start it
             log.info("todo %s: cancelled; not started", todo.id)
             return TodoState(status=TodoStatus.CANCELLED, attempts=attempts - 1)
-        await self._set_agent("working", todo.id)
         log.info("todo %s: started (attempt %d): %s", todo.id, attempts, todo.text)
         try:
             sha = await self._advance(todo)

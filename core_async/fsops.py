@@ -53,25 +53,38 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str, *, fsync: bool = True, fsync_dir: bool = True) -> None:
+def atomic_write_text(path: Path, text: str, *, fsync: bool = True, fsync_dir: bool = True) -> os.stat_result:
     """Replace ``path`` with ``text`` (UTF-8) atomically, creating parent directories.
 
     The temp file gets mode 0666 minus the umask like ``open()``; an existing
     file keeps its permission bits. With ``fsync`` the data reaches the disk
     before the rename, and with ``fsync_dir`` as well the directory is fsynced
     after it (a batch of writes passes ``False`` and fsyncs each directory once).
+    Returns the new file's status (its inode, size and modification time
+    identify this version of the file).
+
+    The parent directories are created only when the first attempt finds them
+    missing, and the mode is copied only when it differs: state files are
+    rewritten several times per todo, and each saved syscall counts there.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             if fsync:
                 os.fsync(handle.fileno())
+            written = os.fstat(handle.fileno())
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode != stat.S_IMODE(written.st_mode):
+                os.chmod(tmp, mode)
+                written = os.stat(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -79,6 +92,7 @@ def atomic_write_text(path: Path, text: str, *, fsync: bool = True, fsync_dir: b
         raise
     if fsync and fsync_dir:
         fsync_directory(path.parent)
+    return written
 
 
 def read_text(path: Path, source: str) -> str | None:

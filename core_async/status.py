@@ -39,7 +39,7 @@ from codeagent.models import (
     requeue_notice,
 )
 from codeagent.paths import REQUEUE_RELPATH, STATUS_LOCK_RELPATH, STATUS_RELPATH
-from core_async._compat import ALock, ato_thread, ato_thread_settled
+from core_async._compat import ALock, asleep, ato_thread, ato_thread_settled
 from core_async.fsops import atomic_write_text, file_lock, read_model
 
 Change = Callable[[StatusFile], None]
@@ -104,6 +104,9 @@ class AsyncStatusJsonStore:
         self._queue.append(mine)
         async with self._writer:
             if not mine.settled:
+                # One turn of the loop first: updates that tasks made ready by the same event
+                # (a todo's running and the agent's working state) join this write.
+                await asleep(0)
                 # A snapshot: in the threaded sync twin a late caller may still append to the
                 # list being swapped out; it is not in the snapshot and writes its own change.
                 batch = list(self._queue)

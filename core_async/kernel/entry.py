@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core_async.kernel.logs import configure_logging
-from core_async.kernel.loop_policy import run_on_best_loop
+from core_async.kernel.loop_policy import freeze_started_heap, run_on_best_loop
 from core_async.kernel.server_core import AsyncServerCore, KernelOptions
 
 
@@ -42,6 +42,7 @@ async def run_kernel(
     core = AsyncServerCore(workspaces, llm_url=llm_url, options=options, until_idle=until_idle)
     try:
         await core.start()
+        freeze_started_heap()
         if on_started is not None:
             on_started(core)
         return await core.run_main_loop()

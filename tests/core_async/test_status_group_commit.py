@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from codeagent.config import AgentConfig
 from codeagent.errors import StateFileError
 from codeagent.models import AgentState, StatusFile, TodoState, TodoStatus
+from core_async.agent import AsyncAgent
 from core_async.status import AsyncStatusJsonStore
 from core_sync.status import SyncStatusJsonStore
 
@@ -51,6 +53,38 @@ async def test_a_lone_caller_writes_at_once_and_order_is_kept(tmp_path: Path) ->
     )
     doc = await store.load()
     assert (doc.todos["t-0001"], doc.agent) == (DONE, agent)  # later changes of one batch win
+
+
+async def test_updates_made_ready_in_the_same_turn_share_one_write(tmp_path: Path) -> None:
+    """The agent records a todo as running and itself as working at once: one write, not two."""
+    store = AsyncStatusJsonStore(tmp_path)
+    agent = AgentState(state="working", current_todo="t-0001", pid=1)
+    await asyncio.gather(store.set_todo("t-0001", RUNNING), store.set_agent(agent))
+    assert store.writes == 1
+    doc = await store.load()
+    assert (doc.todos["t-0001"], doc.agent) == (RUNNING, agent)
+
+
+async def test_the_agent_starts_a_todo_in_one_status_write(tmp_path: Path) -> None:
+    store = AsyncStatusJsonStore(tmp_path)
+    agent = AsyncAgent(
+        tmp_path,
+        AgentConfig(),
+        todos=None,  # type: ignore[arg-type]  # not reached: only the start of a todo is driven
+        status=store,
+        checkpoints=None,  # type: ignore[arg-type]
+        files=None,  # type: ignore[arg-type]
+        git=None,  # type: ignore[arg-type]
+        llm=None,  # type: ignore[arg-type]
+    )
+    running = TodoState(status=TodoStatus.RUNNING, attempts=1)
+    assert await asyncio.gather(agent._start("t-0001", running), agent._set_agent("working", "t-0001"))
+    assert store.writes == 1
+    await store.operate("cancel", ["t-0002"], source="test", loop_running=True)
+    allowed, _ = await asyncio.gather(agent._start("t-0002", running), agent._set_agent("working", "t-0002"))
+    assert allowed is False  # refused under the lock; the agent's own change still landed
+    doc = await store.load()
+    assert doc.todos["t-0002"].status is TodoStatus.CANCELLED and doc.agent.current_todo == "t-0002"
 
 
 async def test_a_failed_write_is_raised_to_every_caller_it_carried(tmp_path: Path) -> None:

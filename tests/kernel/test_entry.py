@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -15,6 +18,7 @@ import httpx
 import pytest
 
 from codeagent.errors import ConfigError
+from core_async.kernel import loop_policy
 from core_async.kernel.entry import ensure_logging, run_async, serve_async
 from core_async.kernel.loop_policy import choose_loop
 from core_async.kernel.server_core import KernelOptions
@@ -118,3 +122,44 @@ def test_serve_async_answers_then_stops_on_sigterm(tmp_path: Path, stub_url: str
     helper.join()
     assert seen["health"] == {"status": "ok", "loop": "async"}
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers removed on the way out
+
+
+def test_the_shipped_processes_tune_the_collector_and_a_library_caller_keeps_its_own() -> None:
+    probe = (
+        "import gc, json, sys\n"
+        "from core_async.kernel import loop_policy\n"
+        "before = gc.get_threshold()\n"
+        "loop_policy.freeze_started_heap()\n"  # not tuned: no effect
+        "untouched = gc.get_freeze_count()\n"
+        "loop_policy.tune_gc()\n"
+        "frozen = gc.get_freeze_count()\n"
+        "loop_policy.freeze_started_heap()\n"
+        "print(json.dumps([before, untouched, gc.get_threshold(), frozen > 0]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    before, untouched, after, frozen = json.loads(out)
+    assert before[0] == 700 and untouched == 0
+    assert after == [loop_policy.GEN0_THRESHOLD, before[1], before[2]] and frozen
+    assert gc.get_threshold()[0] != loop_policy.GEN0_THRESHOLD  # this test process is left alone
+
+
+def test_the_console_script_and_the_worker_tune_the_collector() -> None:
+    probe = (
+        "import gc, sys\n"
+        "from unittest import mock\n"
+        "import codeagent_app.cli as cli\n"
+        "with mock.patch('codeagent_app.cli_errors.run', lambda app, name: print(gc.get_threshold()[0])):\n"
+        "    cli.main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert int(out) == loop_policy.GEN0_THRESHOLD
+    worker = (
+        "import gc, runpy, sys\n"
+        "sys.argv = ['worker']\n"  # no spec: it prints its usage and exits 2, after the tuning
+        "try:\n"
+        "    runpy.run_module('codeagent_app.worker', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    print(exc.code, gc.get_threshold()[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", worker], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["2", str(loop_policy.GEN0_THRESHOLD)]

@@ -313,9 +313,10 @@ async def test_until_idle_ends_with_the_error_when_a_todo_cannot_be_recorded(
             [root], llm_url=stub_url, until_idle=True, options=KernelOptions(install_signal_handlers=False)
         )
     monkeypatch.undo()
+    done_before = [i for i, s in load_status(root)["todos"].items() if s["status"] == "done"]
     processed = await run_kernel(
         [root], llm_url=stub_url, until_idle=True, options=KernelOptions(install_signal_handlers=False)
     )
-    assert processed == 3
+    assert processed == 3 - len(done_before) > 0
     assert {s["status"] for s in load_status(root)["todos"].values()} == {"done"}
     assert sorted(trailers(root)) == ["t-0001", "t-0002", "t-0003"]

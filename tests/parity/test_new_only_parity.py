@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -232,3 +233,19 @@ def test_failed_atomic_write_leaves_nothing_behind(new: Impl, tmp_path: Path) ->
     with pytest.raises(OSError):
         fsops.atomic_write_text(tmp_path / "taken", "x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_atomic_write_creates_missing_parents_keeps_the_mode_and_names_the_version(
+    new: Impl, tmp_path: Path
+) -> None:
+    *_, fsops = MODULES[new.name]
+    target = tmp_path / "a" / "b" / "state.json"
+    first = fsops.atomic_write_text(target, "one")
+    assert target.read_text(encoding="utf-8") == "one"
+    assert (first.st_ino, first.st_size) == (target.stat().st_ino, 3)
+    target.chmod(0o600)
+    second = fsops.atomic_write_text(target, "three")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert (second.st_ino, second.st_size, stat.S_IMODE(second.st_mode)) == (target.stat().st_ino, 5, 0o600)
+    assert second.st_ino != first.st_ino
+    assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]
