@@ -29,8 +29,10 @@ def _run_line(result: dict[str, Any]) -> str:
     machine = run.get("machine") or {}
     load = run.get("load_during_run") or {}
     commit = str(run.get("commit") or "?")[:12] + (" (+ uncommitted changes)" if run.get("dirty") else "")
+    shards = run.get("shards")
+    pieces = f"{shards} shards side by side (seeds {run.get('seed')}), " if shards else ""
     return (
-        f"_{run.get('campaign', '?')} run of {run.get('started_at', '?')}, commit {commit}, "
+        f"_{run.get('campaign', '?')} run of {run.get('started_at', '?')}, {pieces}commit {commit}, "
         f"{machine.get('usable_cores', '?')} cores, Python {machine.get('python', '?')}, "
         f"load average during the run {load.get('mean', '?')} (max {load.get('max', '?')}), "
         f"{result.get('seconds', '?')} s, {'invariants held' if result.get('ok') else '**FAILED**'}._"
