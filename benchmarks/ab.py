@@ -47,7 +47,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from benchmarks import charts, report
-from benchmarks.measure import REPO, child_env, cpu_and_wakeups, machine_info, sustained_rate, tree_counters
+from benchmarks.measure import (
+    REPO,
+    child_env,
+    cpu_and_wakeups,
+    machine_info,
+    scratch_filesystem,
+    sustained_rate,
+    tree_counters,
+)
 from benchmarks.scenarios import (
     ASYNC_SHIPPED,
     SHIPPED,
@@ -326,7 +334,9 @@ class Bench:
                 result["loop_lag_ms"] = inner["loop_lag_ms"]
             if inner.get("errors"):
                 result["errors"] = inner["errors"][:5]
-        shutil.rmtree(base, ignore_errors=True)
+        # The workspaces stay until the suite ends (see collect): deleting thousands of files here
+        # would make the next line's file creations dearer on a file system that skips recently
+        # freed inodes (ext4 without a journal), charging one contender for another's clean-up.
         return result
 
     def startup(self, profile: Profile) -> dict[str, Any]:
@@ -353,7 +363,6 @@ class Bench:
                 "wall_s": finished.ended - finished.started,
                 "cpu_s": finished.cpu_s,
             }
-            shutil.rmtree(base, ignore_errors=True)
         return out
 
     @staticmethod
@@ -557,6 +566,7 @@ def collect(
     plan: Plan, console: Console, *, micro_json: Path | None = None, keep_scratch: bool = False
 ) -> dict[str, Any]:
     """Run every scenario of ``plan``; return the results document (before verdicts)."""
+    # Every line's workspaces live here until the end, deleted all at once after the last line.
     scratch = Path(tempfile.mkdtemp(prefix="ab-bench-"))
     bench = Bench(plan, scratch, console)
     workers_supported = supports_workers()
@@ -567,6 +577,7 @@ def collect(
             "mode": plan.mode,
             "plan": plan.view(),
             "machine": machine_info(("asyncio", "uvloop")),
+            "scratch_fs": scratch_filesystem(scratch),
             "command": " ".join(sys.argv),
             "source": _source_state(),
             "workload": "W workspaces, one file per todo (append a line); stub LLM in its own process",

@@ -661,6 +661,28 @@ def _loadavg(meta: dict[str, Any]) -> str:
     return text + " (other work on the machine shows up here)"
 
 
+def _scratch_fs(meta: dict[str, Any]) -> list[str]:
+    """The workspaces' file system, and why it is named (older results have no record of it)."""
+    fs = meta.get("scratch_fs")
+    if not fs:
+        return []
+    journal = fs.get("journal")
+    kind = f"{fs.get('fstype')}" + (
+        "" if journal is None else (" with a journal" if journal else " without a journal")
+    )
+    text = (
+        f"Workspaces: on {kind} ({fs.get('device')} at {fs.get('mountpoint')}, {fs.get('options')}). Every line's "
+        "workspaces are kept until the suite ends, so no line pays for the deletion of another's"
+    )
+    if journal is False:
+        text += (
+            ": on ext4 without a journal each new inode skips the inodes its group freed in the last minute or "
+            "more, so creating a file costs more the more files were deleted just before (this is also why a "
+            "line that follows heavy deletions on the machine runs slower)"
+        )
+    return [text + ".", ""]
+
+
 def _method(results: dict[str, Any]) -> list[str]:
     meta = results["meta"]
     plan = meta["plan"]
@@ -758,6 +780,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['cpus']} CPUs ({m['cpus_physical']} physical), {m['memory_gib']} GiB, {m['platform']}; "
         f"Python {m['python']} ({m['implementation']}); uvloop {m['uvloop']}; {_loadavg(meta)}.",
         "",
+        *_scratch_fs(meta),
         f"Code under test: commit `{(meta['source']['commit'] or '?')[:12]}`"
         + (
             f", with uncommitted changes in {', '.join(meta['source']['dirty_files'][:12])}"

@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from benchmarks import report
 from benchmarks.ab import bench_app, run_bench
-from benchmarks.measure import percentiles, sustained_rate
+from benchmarks.measure import percentiles, scratch_filesystem, sustained_rate
 from benchmarks.scenarios import ASYNC_SHIPPED, CONTENDERS, REFERENCE, make_plan
 from benchmarks.shipped import async_command, async_limits, short_command, supports_workers
 
@@ -70,6 +71,45 @@ def test_smoke_run_writes_every_report_file(smoke_run: tuple[Path, dict[str, Any
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_smoke_run_names_the_workspaces_file_system(
+    smoke_run: tuple[Path, dict[str, Any], float, float],
+) -> None:
+    out, results, _, _ = smoke_run
+    fs = results["meta"]["scratch_fs"]
+    assert fs == scratch_filesystem(Path(fs["path"]).parent) | {"path": fs["path"]}
+    assert f"Workspaces: on {fs['fstype']}" in (out / "report.md").read_text(encoding="utf-8")
+    assert not Path(fs["path"]).exists()  # every line's workspaces, deleted once at the end
+
+
+def test_scratch_filesystem_finds_the_mount_of_a_path(tmp_path: Path) -> None:
+    fs = scratch_filesystem(tmp_path)
+    mounts = {p.mountpoint: p for p in psutil.disk_partitions(all=True)}
+    assert fs["mountpoint"] in mounts and fs["fstype"] == mounts[fs["mountpoint"]].fstype
+    assert str(tmp_path.resolve()).startswith(fs["mountpoint"].rstrip("/") + "/")
+    assert ("journal" in fs) == (fs["fstype"] == "ext4")
+    if Path("/dev/shm").is_dir():
+        assert scratch_filesystem(Path("/dev/shm"))["mountpoint"] == "/dev/shm"
+
+
+def test_the_report_explains_an_ext4_without_a_journal() -> None:
+    meta = {
+        "scratch_fs": {
+            "fstype": "ext4",
+            "journal": False,
+            "device": "/dev/vda",
+            "mountpoint": "/",
+            "options": "rw",
+        }
+    }
+    [text, _] = report._scratch_fs(meta)
+    assert text.startswith("Workspaces: on ext4 without a journal (/dev/vda at /, rw).")
+    assert "freed in the last minute" in text
+    meta["scratch_fs"] = {"fstype": "tmpfs", "device": "tmpfs", "mountpoint": "/dev/shm", "options": "rw"}
+    assert "freed" not in report._scratch_fs(meta)[0]
+    assert report._scratch_fs({}) == []
+
+
 def test_smoke_figures_are_measured_in_this_run(smoke_run: tuple[Path, dict[str, Any], float, float]) -> None:
     _, results, before, after = smoke_run
     meta = results["meta"]
