@@ -4,6 +4,11 @@ The kernel releases an flock when its holder dies, so a crashed loop never
 leaves the workspace stuck; the file's content (pid, loop, start time) only
 informs the message a second loop or the migration script prints.
 
+Asking who holds the workspace (:func:`workspace_holder`) takes the lock for an
+instant, as flock offers no way to test it; a loop or a migration starting in
+that instant would take the asker for a holder. So a lock found taken is tried
+again for :data:`PROBE_GRACE_S` before the workspace is called busy.
+
 A crash between an atomic write's temp file and its rename leaves the temp
 file behind (``.status.json.xxxxxxxx.tmp``, one per kill at worst); whoever
 takes the workspace next removes those of the state files
@@ -51,6 +56,25 @@ class WorkspaceBusy(AgentError):
         super().__init__(f"workspace {root} is held by {who} since {self.holder.get('since', '?')}")
 
 
+#: How long a lock found taken is tried again before the workspace is called busy: longer than
+#: any asker holds it (microseconds), far shorter than a loop or a migration does.
+PROBE_GRACE_S = 0.05
+
+
+def _take(fd: int) -> bool:
+    """Take the flock on ``fd`` without waiting for a holder; ``False`` if a live one keeps it."""
+    deadline = time.monotonic() + PROBE_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        else:
+            return True
+
+
 def _read_holder(path: Path) -> dict[str, Any] | None:
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8") or "null")
@@ -66,10 +90,8 @@ def hold_workspace(root: Path, loop: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WorkspaceBusy(root, _read_holder(path)) from None
+        if not _take(fd):
+            raise WorkspaceBusy(root, _read_holder(path))
         # A clean release empties the file: content left means the last holder died holding the workspace.
         predecessor = _read_holder(path)
         info = {"pid": os.getpid(), "loop": loop, "since": utcnow().isoformat()}
@@ -174,9 +196,7 @@ def workspace_holder(root: Path) -> dict[str, Any] | None:
         return None
     fd = os.open(path, os.O_RDWR)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _take(fd):
             return _read_holder(path) or {"pid": None}
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None

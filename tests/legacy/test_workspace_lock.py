@@ -6,17 +6,21 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
 from legacy.workspace_lock import (
+    PROBE_GRACE_S,
     STALE_INDEX_LOCK_S,
     WorkspaceBusy,
     hold_workspace,
     remove_stale_git_locks,
     sweep_stale_temps,
+    workspace_holder,
 )
 
 
@@ -128,3 +132,41 @@ def test_a_holder_killed_mid_write_leaves_ref_locks_the_next_holder_removes_at_o
     left[0].write_bytes(b"")
     with hold_workspace(workspace, "async"):
         assert left[0].exists()
+
+
+def test_someone_asking_who_holds_the_workspace_does_not_make_it_busy(workspace: Path) -> None:
+    """Chaos finding (`crash-migrate`): `migrate apply` refused ("held by pid N", a process killed before) because
+    it started in the instant another process asked `workspace_holder`, which takes the lock to test it."""
+    stop = threading.Event()
+    asked = 0
+
+    def ask() -> None:  # a dashboard, `codeagent status`, the campaign's own probe: as fast as it can
+        nonlocal asked
+        while not stop.is_set():
+            workspace_holder(workspace)
+            asked += 1
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    refused = taken = 0
+    deadline = time.monotonic() + 20.0
+    try:
+        while (taken + refused < 300 or asked < 300) and time.monotonic() < deadline:
+            try:
+                with hold_workspace(workspace, "migrate"):
+                    taken += 1
+            except WorkspaceBusy:
+                refused += 1
+    finally:
+        stop.set()
+        asker.join()
+    assert refused == 0 and taken >= 300 and asked >= 300  # 18 of 300 refused before the grace
+
+
+def test_a_live_holder_is_still_refused_after_the_grace(workspace: Path) -> None:
+    with hold_workspace(workspace, "async"):
+        started = time.monotonic()
+        with pytest.raises(WorkspaceBusy, match="async loop"), hold_workspace(workspace, "migrate"):
+            pass
+        assert time.monotonic() - started >= PROBE_GRACE_S
+        assert workspace_holder(workspace) == {"pid": os.getpid(), "loop": "async", "since": ANY}
