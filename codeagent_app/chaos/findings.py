@@ -107,7 +107,13 @@ MISSING: list[str] = [
     "first finished todo, so every life died first (the campaign's schedule, not the loop). The horizon now "
     "starts at that measured first-todo time (`CrashRun.kill_horizon`, `tests/chaos/test_crashes.py`); the "
     "run above (commit d19c013) is the first after it: 0 stall(s).",
-    "`crash-worker` and `crash-migrate` ran 150 kills each (not 1,000), on an earlier commit (61984920c2d6).",
+    "`crash-worker` ran its 1,000 kills at d7679e2, before the async path's last changes (the checkpoint "
+    "store's sequence memory, status updates batched one loop turn, the collector tuned); `crash-async` and "
+    "`crash-legacy` ran earlier still. `crash-migrate` ran its 1,000 kills per operation as 4 shards of 250 "
+    "side by side (`combine_shards`), at cc6c271.",
+    "The soak ran at 61984920c2d6, before those changes too: RSS 25 -> 150 MiB over 10,000 todos, about 3.7 KiB "
+    "per todo in the second half. The status document and the trailer index grow with the history by design; "
+    "what else grows has not been measured (a tracemalloc comparison between two points of a soak would say).",
     "Until this session's last runs, the async targets ran without a flag file, so the async loop routed every "
     "component to the legacy code; `crash-async`, `crash-worker`, `soak`, `llm` and `disk` now run it with every "
     "component new (`new_path_flags`). The `crash-legacy` figures were unaffected.",
