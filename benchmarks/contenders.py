@@ -308,6 +308,7 @@ def latency_async(args: Args) -> dict[str, Any]:
     (HTTP/1.1 on httpcore) or ``http2``.
     """
     from core_async.llm import AsyncLLMClient
+    from core_async.llm_wire import AsyncAnswer
 
     url, n, concurrency = args["url"], int(args["n"]), int(args["concurrency"])
     http_version = str(args.get("http", "auto"))
@@ -318,12 +319,12 @@ def latency_async(args: Args) -> dict[str, Any]:
         ) as client:
             ids: dict[int, str] = {}
 
-            async def hook(response: httpx.Response) -> None:
+            def hook(response: AsyncAnswer) -> None:
                 ids[id(asyncio.current_task())] = response.headers.get("x-request-id", "")
 
             await client.chat(_messages(0))  # opens the endpoint (and probes h2)
             for endpoint in client.pool.endpoints():
-                endpoint.client.event_hooks["response"].append(hook)
+                endpoint.on_response.append(hook)
             await asyncio.gather(*(client.chat(_messages(i)) for i in range(min(concurrency, 8))))
             await asyncio.to_thread(_stub_reset, url)
             samples: list[tuple[str, float]] = []

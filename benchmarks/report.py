@@ -33,6 +33,16 @@ T_LATENCY = "LLM request overhead: the async client at least 20% below the legac
 T_CONCURRENT = "at least 100 todos in progress at once (LLM requests in flight), none failed"
 T_10K = "10,000 LLM requests in flight at once without error (async client)"
 T_1K_DEFAULT = "1,000 concurrent LLM requests through the async client's default transport: 0 errors"
+T_OVERHEAD_1 = "client overhead at 1 in flight, fixed 200 ms stub: async p50 <= legacy p50"
+T_CPU_PER_TODO = (
+    "CPU per todo (agent + git + children): async (workers = cores) <= 0.6x the legacy loop, cpu c = 100"
+)
+T_TAILS_P99 = "realistic tails per LLM request (micro, scaled): async p99 <= 0.7x legacy at the same load"
+T_TAILS_P50 = "realistic tails per LLM request (micro, scaled): async p50 <= 1.0x legacy at the same load"
+T_HEDGES = "hedged requests <= 5% of requests (realistic tails, micro)"
+
+#: The micro-benchmark tests whose extra_info carries the scaled realistic tails, per client.
+TAILS_TEST = "test_tails_of_the_scaled_realistic_profile[{client}]"
 
 #: LLM clients of the latency probe: the legacy client, the async client as configured (HTTP/2), and over HTTP/1.1.
 LATENCY_CLIENTS = ("legacy", "async", "async_http1")
@@ -292,6 +302,59 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                     measured=default["requested"] >= 1000,
                 )
             )
+    out += _client_verdicts(results)
+    return out
+
+
+def _client_verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The LLM client's lines: overhead at 1 in flight, CPU per todo, and the scaled realistic tails."""
+    out: list[dict[str, Any]] = []
+    one = results.get("latency", {}).get("1") or results.get("latency", {}).get(1)
+    if one and "legacy" in one and "async" in one:
+        old, new = one["legacy"]["overhead_ms"]["p50"], one["async"]["overhead_ms"]["p50"]
+        ratio = new / old if old > 0 else math.inf
+        note = f"legacy {old:.2f} ms, async {new:.2f} ms ({one['async'].get('http_version', '?')})"
+        out.append(
+            _verdict(
+                T_OVERHEAD_1, "async client", "overhead p50: async / legacy", ratio, 1.0, ratio <= 1.0, note
+            )
+        )
+    else:
+        out.append(
+            _missing(T_OVERHEAD_1, "async client", "overhead p50: async / legacy", 1.0, "not measured")
+        )
+    new_run, old_run = _run(results, "cpu", 100, "async_wn"), _run(results, "cpu", 100, "legacy_loop")
+    if new_run is not None and old_run is not None and old_run.get("cpu_per_todo_s"):
+        ratio = new_run["cpu_per_todo_s"] / old_run["cpu_per_todo_s"]
+        note = f"async_wn {new_run['cpu_per_todo_s'] * 1000:.1f} ms, legacy loop {old_run['cpu_per_todo_s'] * 1000:.1f} ms"
+        out.append(
+            _verdict(
+                T_CPU_PER_TODO, "async_wn", "CPU ms per todo: async / legacy", ratio, 0.6, ratio <= 0.6, note
+            )
+        )
+    extra = (results.get("micro") or {}).get("extra", {})
+    legacy, async_ = (
+        extra.get(TAILS_TEST.format(client="legacy")),
+        extra.get(TAILS_TEST.format(client="async")),
+    )
+    if legacy is None or async_ is None:
+        for line, threshold in ((T_TAILS_P99, 0.7), (T_TAILS_P50, 1.0), (T_HEDGES, 0.05)):
+            out.append(
+                _missing(line, "async client", "micro figures", threshold, "no micro tails in this run")
+            )
+        return out
+    load = f"{async_['requests']} requests, {async_['in_flight']} in flight, {async_['errors']} errors"
+    for line, point, threshold in ((T_TAILS_P99, "wall_p99_ms", 0.7), (T_TAILS_P50, "wall_p50_ms", 1.0)):
+        ratio = async_[point] / legacy[point]
+        note = f"legacy {legacy[point]:.0f} ms, async {async_[point]:.0f} ms; {load}"
+        out.append(
+            _verdict(
+                line, "async client", f"{point}: async / legacy", ratio, threshold, ratio <= threshold, note
+            )
+        )
+    share = float(async_.get("hedge_share", math.nan))
+    note = f"{async_.get('hedges')} hedges, {async_.get('hedge_wins')} won"
+    out.append(_verdict(T_HEDGES, "async client", "hedges / requests", share, 0.05, share <= 0.05, note))
     return out
 
 

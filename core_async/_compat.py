@@ -20,7 +20,7 @@ async (here)       sync (core_sync)    what it is
 ``ashared_lock``   ``shared_lock``     a lock shared by key (one git writer per repo)
 ``await_event``    ``wait_event``      wait for an event with a timeout
 ``AsyncHedge``     ``SyncHedge``       race an attempt against one delayed copy (sync: no copy)
-``aiohttp_transport`` (same name)      HTTP/1.1 on aiohttp (sync: ``None``, no such client)
+``aiohttp_sender``  (same name)      HTTP/1.1 on aiohttp (sync: ``None``, no such client)
 =================  ==================  ==========================================
 
 Thread hops are the one price async file I/O pays (aiofiles is a thread hop per
@@ -34,15 +34,16 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from core_async import _httpcore_fixes
 from core_async._process import PIDFD, spawn_and_collect
+
+if TYPE_CHECKING:
+    from core_async._aiohttp import AiohttpSender
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -64,7 +65,7 @@ __all__ = [
     "AsyncHedge",
     "ProcessResult",
     "agather",
-    "aiohttp_transport",
+    "aiohttp_sender",
     "arun_process",
     "ashared_lock",
     "asleep",
@@ -333,95 +334,22 @@ class AsyncHedge(Generic[T]):
             scope.reschedule(self._loop.time())  # cuts the first attempt short: the copy won
 
 
-def aiohttp_transport(
+def aiohttp_sender(
     *,
     connections: int,
     keepalive_expiry: float,
     on_connect: Callable[[], None] | None = None,
-) -> httpx.AsyncBaseTransport | None:
-    """HTTP/1.1 on aiohttp: httpx-aiohttp's ``AiohttpTransport`` (the transport the openai client uses
-    for its aiohttp option), ``None`` when it is not installed.
+) -> AiohttpSender | None:
+    """HTTP/1.1 on aiohttp (:class:`~core_async._aiohttp.AiohttpSender`): the LLM client's requests go
+    straight to aiohttp, and its :meth:`~core_async._aiohttp.AiohttpSender.transport` gives httpx's
+    interface on the same session; ``None`` when aiohttp is not installed.
 
-    Its connector opens up to ``connections`` connections (the endpoint's slots
-    are the queue, so none waits inside aiohttp) and keeps idle ones for
-    ``keepalive_expiry`` seconds; ``on_connect`` is called for each new one.
-    aiohttp's failures are mapped as httpx's own transport maps its own
-    (refused: ``ConnectError``; reset, cut-short body: ``RemoteProtocolError``
-    / ``ReadError``; timeouts: ``ConnectTimeout`` / ``ReadTimeout``), not as
-    httpx-aiohttp does (where a refused or reset connection is a timeout).
+    Up to ``connections`` connections, idle ones kept ``keepalive_expiry``
+    seconds, ``on_connect`` called for each new one. Blocking (a TLS context
+    is loaded): call it in a thread hop.
     """
     try:
-        import aiohttp
-        from httpx_aiohttp import AiohttpTransport
-        from httpx_aiohttp.transport import AiohttpResponseStream
+        from core_async._aiohttp import AiohttpSender
     except ImportError:  # pragma: no cover - the optional dependency is missing
         return None
-
-    def as_httpx_error(exc: BaseException) -> BaseException:
-        root = exc.__cause__ if isinstance(exc, httpx.TransportError) and exc.__cause__ else exc
-        message = f"{type(root).__name__}: {root}"
-        mapped: type[httpx.TransportError]
-        if isinstance(root, aiohttp.ConnectionTimeoutError):
-            mapped = httpx.ConnectTimeout
-        elif isinstance(root, TimeoutError):  # aiohttp's socket read timeout, asyncio's own
-            mapped = httpx.ReadTimeout
-        elif isinstance(root, aiohttp.ClientConnectorError):
-            mapped = httpx.ConnectError
-        elif isinstance(root, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-            mapped = httpx.RemoteProtocolError
-        elif isinstance(root, aiohttp.ClientOSError):
-            mapped = httpx.ReadError
-        elif isinstance(root, aiohttp.ClientResponseError):
-            mapped = httpx.RemoteProtocolError
-        elif isinstance(root, aiohttp.ClientError):
-            mapped = httpx.NetworkError
-        else:
-            return exc
-        return mapped(message)
-
-    class Body(httpx.AsyncByteStream):
-        def __init__(self, inner: AiohttpResponseStream) -> None:
-            self._inner = inner
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            try:
-                async for chunk in self._inner:
-                    yield chunk
-            except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
-                raise as_httpx_error(exc) from exc
-
-        async def aclose(self) -> None:
-            await self._inner.aclose()
-
-    class Transport(AiohttpTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            try:
-                response = await super().handle_async_request(request)
-            except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
-                raise as_httpx_error(exc) from exc
-            assert isinstance(response.stream, AiohttpResponseStream)
-            return httpx.Response(
-                status_code=response.status_code,
-                headers=response.headers,
-                stream=Body(response.stream),
-                request=request,
-                extensions=response.extensions,
-            )
-
-    def session() -> aiohttp.ClientSession:
-        traces = []
-        if on_connect is not None:
-            trace = aiohttp.TraceConfig()
-
-            async def connected(*_: Any) -> None:
-                on_connect()
-
-            trace.on_connection_create_end.append(connected)
-            traces.append(trace)
-        connector = aiohttp.TCPConnector(
-            limit=connections, limit_per_host=0, keepalive_timeout=keepalive_expiry, ssl=transport.ssl_context
-        )
-        return aiohttp.ClientSession(connector=connector, trace_configs=traces)
-
-    transport = Transport(client=session)
-    return transport
+    return AiohttpSender(connections=connections, keepalive_expiry=keepalive_expiry, on_connect=on_connect)

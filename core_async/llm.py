@@ -48,11 +48,12 @@ from codeagent.errors import LLMConnectionError, LLMError, LLMRateLimited, LLMTi
 from core_async._compat import AsyncHedge, agather, asleep, atimeout
 from core_async.llm_transport import DEFAULT_HTTP_VERSION, AsyncEndpointPool, Endpoint, HTTPVersion
 from core_async.llm_wire import (
+    AsyncAnswer,
     LLMCutShort,
     Message,
     RetryPolicy,
     TailPolicy,
-    chat_payload,
+    chat_body,
     classify_error_status,
     completion_content,
     sse_delta,
@@ -124,7 +125,6 @@ class AsyncLLMClient:
         ``transport`` the one it asks a pool for (``None``: that pool's default)."""
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
-        self._url = httpx.URL(self.url)  # parsed once, not per request
         self.model = model
         self.timeout = timeout
         self.temperature = temperature
@@ -135,7 +135,11 @@ class AsyncLLMClient:
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else AsyncEndpointPool(http_version)
         self.transport = None if transport is None else HTTPVersion(transport)
-        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
         self._rng = rng or random.Random()
         limits = self.pool.limits
         self.batch_concurrency = batch_concurrency or max(limits.http1_connections, limits.http2_streams)
@@ -177,7 +181,7 @@ class AsyncLLMClient:
         state.hedges += 1
         return True
 
-    async def _read(self, endpoint: Endpoint, response: httpx.Response, budget: float) -> _Outcome:
+    async def _read(self, endpoint: Endpoint, response: AsyncAnswer, budget: float) -> _Outcome:
         """Read an answer whose headers have arrived and say how the attempt ended."""
         state = endpoint.tail
         idle = self.tail.stream_idle_timeout
@@ -213,7 +217,7 @@ class AsyncLLMClient:
         except LLMError as exc:
             return _Outcome(error=exc, fatal=True)
 
-    async def _join_stream(self, response: httpx.Response, idle: float | None) -> str:
+    async def _join_stream(self, response: AsyncAnswer, idle: float | None) -> str:
         """The text of a streamed answer; :class:`LLMCutShort` if it ends before ``[DONE]``."""
         parts: list[str] = []
         lines = response.aiter_lines()
@@ -247,16 +251,9 @@ class AsyncLLMClient:
             if not copy:
                 state.attempts += 1
             started = time.monotonic()
-            request = endpoint.client.build_request(
-                "POST",
-                self._url,
-                json=chat_payload(self.model, messages, self.temperature, stream=self.stream),
-                headers=self._headers,
-                timeout=httpx.Timeout(budget, pool=None),
-                extensions=endpoint.extensions,
-            )
+            body = chat_body(self.model, messages, self.temperature, stream=self.stream)
             try:
-                response = await endpoint.client.send(request, stream=True)
+                response = await endpoint.post(self.url, body, self._headers, budget)
             except httpx.TimeoutException as exc:
                 return _Outcome(
                     error=LLMTimeout(f"no answer from {self.url} within {budget:g}s ({type(exc).__name__})")
@@ -414,7 +411,7 @@ class AsyncLLMClient:
 
     async def _open_stream(
         self, messages: list[Message], deadline: float | None
-    ) -> tuple[Endpoint, httpx.Response]:
+    ) -> tuple[Endpoint, AsyncAnswer]:
         """A streamed 200 whose body is still to be read (its slot held); failures before it are retried."""
         endpoint: Endpoint | None = None
         last: LLMError | None = None
@@ -444,7 +441,7 @@ class AsyncLLMClient:
 
     async def _stream_attempt(
         self, endpoint: Endpoint, messages: list[Message], budget: float
-    ) -> httpx.Response | _Outcome:
+    ) -> AsyncAnswer | _Outcome:
         """One streamed request: the open 200 (its slot held until it is closed), or how it failed."""
         state = endpoint.tail
         if self.rate_limiter is not None:
@@ -454,17 +451,10 @@ class AsyncLLMClient:
         state.attempts += 1
         opened = False
         try:
-            request = endpoint.client.build_request(
-                "POST",
-                self._url,
-                json=chat_payload(self.model, messages, self.temperature, stream=True),
-                headers=self._headers,
-                timeout=httpx.Timeout(budget, pool=None),
-                extensions=endpoint.extensions,
-            )
+            body = chat_body(self.model, messages, self.temperature, stream=True)
             started = time.monotonic()
             try:
-                response = await endpoint.client.send(request, stream=True)
+                response = await endpoint.post(self.url, body, self._headers, budget)
             except httpx.TimeoutException as exc:
                 return _Outcome(
                     error=LLMTimeout(f"no answer from {self.url} within {budget:g}s ({type(exc).__name__})")

@@ -1,6 +1,7 @@
 """The OpenAI chat-completions wire format and the retry policy, without I/O.
 
-Pure functions over already-read :class:`httpx.Response` objects, shared by
+Pure functions over already-read answers (:class:`AsyncAnswer`: an
+``httpx.Response``, or the direct aiohttp path's own), shared by
 the async client and (generated) its sync twin: request bodies, answer
 parsing, error classification, ``Retry-After`` / ``retry-after-ms`` parsing and
 full-jitter backoff. The classification matches the legacy client: retry 5xx,
@@ -26,8 +27,9 @@ import json
 import random
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -48,6 +50,51 @@ class LLMCutShort(LLMMalformedResponse):
     A subclass of :class:`LLMMalformedResponse`, so a caller that handled the
     old "response body is not JSON" failure still does, once the retries are spent.
     """
+
+
+class AsyncAnswer(Protocol):
+    """An answer whose headers have arrived: what the client reads of it (``httpx.Response`` is one)."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+
+    @property
+    def reason_phrase(self) -> str:
+        """The status line's reason."""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers (case-insensitive)."""
+
+    @property
+    def text(self) -> str:
+        """The body (once read) as text."""
+
+    def json(self) -> Any:
+        """The body (once read) parsed as JSON."""
+
+    async def aread(self) -> bytes:
+        """Read the whole body."""
+
+    def aiter_lines(self) -> AsyncIterator[str]:
+        """The body's lines as they arrive."""
+
+    async def aclose(self) -> None:
+        """Let the connection go (back to its pool, or closed if the body was not read)."""
+
+
+class AsyncSender(Protocol):
+    """A transport the client may hand a plain POST to without httpx's client (the aiohttp path)."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], io_timeout: float) -> AsyncAnswer:
+        """POST ``body``; the answer once its headers have arrived (every connect and read within ``io_timeout``)."""
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """httpx's transport interface on the same connections."""
+
+    async def aclose(self) -> None:
+        """Close every connection."""
 
 
 QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded"})
@@ -91,7 +138,14 @@ def chat_payload(
     return payload
 
 
-def error_detail(response: httpx.Response) -> tuple[str, str | None]:
+def chat_body(model: str, messages: list[Message], temperature: float, *, stream: bool = False) -> bytes:
+    """:func:`chat_payload` encoded as httpx encodes ``json=`` (compact, UTF-8, no NaN): the same bytes
+    whichever transport carries them, so a recorded exchange replays whatever recorded it."""
+    payload = chat_payload(model, messages, temperature, stream=stream)
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def error_detail(response: AsyncAnswer) -> tuple[str, str | None]:
     """``(message, code)`` from an OpenAI-style error body, falling back to the raw text."""
     try:
         body: Any = response.json()
@@ -105,7 +159,7 @@ def error_detail(response: httpx.Response) -> tuple[str, str | None]:
     return (response.text.strip()[:200] or response.reason_phrase), None
 
 
-def retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds the server asks us to wait: ``retry-after-ms`` first, then ``Retry-After``.
 
     ``Retry-After`` may be delta-seconds or an HTTP date. Unparseable values are ignored.
@@ -130,7 +184,7 @@ def retry_after(headers: httpx.Headers, now: float | None = None) -> float | Non
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def classify_error_status(response: httpx.Response, policy: RetryPolicy) -> Retry:
+def classify_error_status(response: AsyncAnswer, policy: RetryPolicy) -> Retry:
     """Turn a non-200 (already read) answer into a :class:`Retry`, or raise the fatal error."""
     message, code = error_detail(response)
     status = response.status_code
@@ -146,7 +200,7 @@ def classify_error_status(response: httpx.Response, policy: RetryPolicy) -> Retr
     raise LLMHTTPError(status, message)
 
 
-def completion_content(response: httpx.Response) -> str:
+def completion_content(response: AsyncAnswer) -> str:
     """The assistant message of a chat completion.
 
     Raises :class:`LLMCutShort` when the body cannot be decoded (retry it) and

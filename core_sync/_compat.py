@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
 
-import httpx
+if TYPE_CHECKING:
+    from core_sync.llm_wire import SyncSender
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -37,7 +38,7 @@ __all__ = [
     "ProcessResult",
     "Semaphore",
     "SyncHedge",
-    "aiohttp_transport",
+    "aiohttp_sender",
     "gather",
     "install_transport_fixes",
     "run_process",
@@ -192,12 +193,12 @@ class SyncHedge(Generic[T]):
         return attempt(False)
 
 
-def aiohttp_transport(
+def aiohttp_sender(
     *,
     connections: int,
     keepalive_expiry: float,
     on_connect: Callable[[], None] | None = None,
-) -> httpx.BaseTransport | None:
+) -> SyncSender | None:
     """aiohttp has no sync client: ``None``, and the endpoint pool falls back to HTTP/1.1 on httpcore."""
     del connections, keepalive_expiry, on_connect
     return None

@@ -87,7 +87,7 @@ CORE = TwinGroup(
         "agent",
         "pg_state",
     ),
-    async_only=frozenset({"__init__", "_compat", "_process", "_httpcore_fixes", "kernel"}),
+    async_only=frozenset({"__init__", "_compat", "_aiohttp", "_process", "_httpcore_fixes", "kernel"}),
 )
 
 #: The bridge's faces: the dispatcher, the component facades, the LLM facade and its recorder.

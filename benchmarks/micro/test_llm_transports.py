@@ -36,12 +36,14 @@ import pytest
 
 from core_async.llm import AsyncLLMClient
 from core_async.llm_transport import AsyncEndpointPool, HTTPVersion
-from core_async.llm_wire import TailPolicy
+from core_async.llm_wire import AsyncAnswer, TailPolicy
+from core_sync.llm_wire import SyncAnswer
 from llm_stub import StubOptions, start_stub_process, stop_stub_process
 
 #: Transports of the async client, by the name the tables use.
 TRANSPORTS: dict[str, str] = {
     "aiohttp (default)": "aiohttp",
+    "aiohttp via httpx": "aiohttp-httpx",
     "httpcore h2, patched": "http2",
     "httpcore h2, unpatched": "http2-unpatched",
     "httpcore h1 lanes": "http1",
@@ -120,6 +122,8 @@ def _pool(transport: str, in_flight: int) -> AsyncEndpointPool:
         return AsyncEndpointPool(
             HTTPVersion.HTTP1, wrap_transport=lambda _lanes: httpx.AsyncHTTPTransport(limits=limits)
         )
+    if transport == "aiohttp-httpx":  # the same session, every request through httpx's client
+        return AsyncEndpointPool(HTTPVersion.AIOHTTP, wrap_transport=lambda inner: inner)
     return AsyncEndpointPool(HTTPVersion(transport))
 
 
@@ -195,18 +199,15 @@ def transport_cpu(url: str, transport: str, in_flight: int, n: int) -> dict[str,
         finally:
             await pool.aclose()
 
-    return dict(_run(main, tolerate_leaks=transport != "aiohttp"))
+    return dict(_run(main, tolerate_leaks=not transport.startswith("aiohttp")))
 
 
 def overhead(url: str, client: str, n: int) -> dict[str, Any]:
     """Client-seen minus stub ms per request at 1 in flight (the stub at a fixed latency)."""
     ids: list[str] = []
 
-    def hook(response: httpx.Response) -> None:
+    def hook(response: httpx.Response | AsyncAnswer | SyncAnswer) -> None:
         ids.append(response.headers.get("x-request-id", ""))
-
-    async def ahook(response: httpx.Response) -> None:
-        hook(response)
 
     seen: list[float] = []
     if client == "async":
@@ -215,7 +216,7 @@ def overhead(url: str, client: str, n: int) -> dict[str, Any]:
             async with AsyncLLMClient(url, "sk-bench", "stub-coder", 60.0, 0) as llm:
                 await llm.chat(messages(0))
                 for endpoint in llm.pool.endpoints():
-                    endpoint.client.event_hooks["response"].append(ahook)
+                    endpoint.on_response.append(hook)
                 ids.clear()
                 for i in range(n):
                     started = time.perf_counter()
@@ -236,7 +237,7 @@ def overhead(url: str, client: str, n: int) -> dict[str, Any]:
         sync.chat(messages(0))
         if client != "legacy":
             for endpoint in sync.pool.endpoints():
-                endpoint.client.event_hooks["response"].append(hook)
+                endpoint.on_response.append(hook)
         ids.clear()
         for i in range(n):
             started = time.perf_counter()

@@ -297,6 +297,46 @@ def test_report_rendered_again_with_micro_figures(
     assert older.exit_code == 2
 
 
+def test_client_verdicts_read_the_micro_tails_and_the_one_in_flight_overhead() -> None:
+    """The LLM client's lines: p50 overhead at 1 in flight from the suite, tails and hedges from the micro JSON."""
+
+    def tails(p50: float, p99: float, **more: Any) -> dict[str, Any]:
+        return {
+            "wall_p50_ms": p50,
+            "wall_p99_ms": p99,
+            "requests": 2000,
+            "in_flight": 50,
+            "errors": 0,
+            **more,
+        }
+
+    results: dict[str, Any] = {
+        "profiles": {},
+        "latency": {
+            "1": {"legacy": {"overhead_ms": {"p50": 1.5}}, "async": {"overhead_ms": {"p50": 1.2}}},
+        },
+        "micro": {
+            "extra": {
+                report.TAILS_TEST.format(client="legacy"): tails(208.0, 1500.0),
+                report.TAILS_TEST.format(client="async"): tails(
+                    201.0, 1100.0, hedges=100, hedge_wins=60, hedge_share=0.05
+                ),
+            }
+        },
+    }
+    by_line = {v["line"]: v for v in report._client_verdicts(results)}
+    assert by_line[report.T_OVERHEAD_1]["pass"] and by_line[report.T_OVERHEAD_1]["value"] == pytest.approx(
+        0.8
+    )
+    assert by_line[report.T_TAILS_P50]["pass"]
+    assert not by_line[report.T_TAILS_P99]["pass"]  # 1100 / 1500 = 0.73 > 0.7
+    assert by_line[report.T_TAILS_P99]["value"] == pytest.approx(1100 / 1500)
+    assert by_line[report.T_HEDGES]["pass"]
+    del results["micro"]
+    unmeasured = {v["line"] for v in report._client_verdicts(results) if not v["measured"]}
+    assert unmeasured == {report.T_TAILS_P99, report.T_TAILS_P50, report.T_HEDGES}
+
+
 def test_codeagent_bench_has_the_profile_option(tmp_path: Path) -> None:
     from codeagent_app.cli import app
 

@@ -147,9 +147,11 @@ def test_an_unused_rule_fails(tree: Path, run_cli: Callable[..., Outcome]) -> No
 
 
 def test_a_rule_that_stops_matching_fails(tree: Path, run_cli: Callable[..., Outcome]) -> None:
-    """Drop the only stream use of ``aiter_lines`` and its rule becomes dead, which --check reports."""
-    source = tree / "core_async/llm.py"
-    source.write_text(source.read_text().replace("response.aiter_lines()", "response.aiter_text()"))
+    """Drop every use of ``aiter_lines`` (the streams and the answer's protocol) and its rule becomes
+    dead, which --check reports."""
+    for name in ("llm.py", "llm_wire.py"):
+        source = tree / "core_async" / name
+        source.write_text(source.read_text().replace("aiter_lines(", "aiter_text("))
     problems = codegen.check(tree)
     assert "replacement rule 'aiter_lines' -> 'iter_lines' matched nothing" in problems
 

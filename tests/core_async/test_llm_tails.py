@@ -29,7 +29,7 @@ from codeagent.config import AgentConfig, parse_config
 from codeagent.errors import ConfigError, LLMConnectionError, LLMRateLimited, LLMTimeout
 from core_async.components import build_llm
 from core_async.llm_transport import AsyncEndpointPool, HTTPVersion, PoolLimits
-from core_async.llm_wire import TailPolicy
+from core_async.llm_wire import AsyncAnswer, TailPolicy
 from tests.core_async.test_llm_client import chat_requests, client, llm_of, pool_of, stream_of, twin_class
 from tests.parity._support import Impl, chat_messages
 
@@ -410,17 +410,17 @@ async def test_a_burst_of_429s_holds_every_request_until_the_latest_retry_after(
     stub.set_options(retry_after_s=0.3)
     events: list[tuple[float, str]] = []
 
-    async def on_request(request: httpx.Request) -> None:
+    def on_request() -> None:
         events.append((time.monotonic(), "send"))
 
-    async def on_response(response: httpx.Response) -> None:
+    def on_response(response: AsyncAnswer) -> None:
         events.append((time.monotonic(), str(response.status_code)))
 
     async with client(stub.url, max_retries=8, tail=TailPolicy(hedge=False)) as llm:
         await llm.chat(chat_messages())
         [endpoint] = llm.pool.endpoints()
-        endpoint.client.event_hooks["request"].append(on_request)
-        endpoint.client.event_hooks["response"].append(on_response)
+        endpoint.on_request.append(on_request)
+        endpoint.on_response.append(on_response)
         stub.queue_faults(["429"] * 8)
         calls = []
         for _ in range(8):  # eight requests, 30 ms apart
@@ -443,10 +443,10 @@ async def test_without_pacing_each_429_retries_on_its_own_schedule(stub: Any) ->
     sent: list[float] = []
     limited: list[float] = []
 
-    async def on_request(request: httpx.Request) -> None:
+    def on_request() -> None:
         sent.append(time.monotonic())
 
-    async def on_response(response: httpx.Response) -> None:
+    def on_response(response: AsyncAnswer) -> None:
         if response.status_code == 429:
             limited.append(time.monotonic())
 
@@ -454,8 +454,8 @@ async def test_without_pacing_each_429_retries_on_its_own_schedule(stub: Any) ->
     async with client(stub.url, max_retries=2, tail=policy) as llm:
         await llm.chat(chat_messages())
         [endpoint] = llm.pool.endpoints()
-        endpoint.client.event_hooks["request"].append(on_request)
-        endpoint.client.event_hooks["response"].append(on_response)
+        endpoint.on_request.append(on_request)
+        endpoint.on_response.append(on_response)
         stub.queue_faults(["429"] * 6)
         calls = []
         for _ in range(6):
