@@ -369,7 +369,7 @@ def test_overhead_at_one_in_flight(benchmark: Any, stub_url: str, client: str) -
 @pytest.mark.parametrize("client", ["legacy", "async_no_tails", "async"])
 def test_tails_of_the_scaled_realistic_profile(benchmark: Any, client: str) -> None:
     with stub_process(**TAILS_STUB) as url:
-        result = benchmark.pedantic(tails, args=(url, client, 50, 1000), rounds=1, iterations=1)
+        result = benchmark.pedantic(tails, args=(url, client, 50, 2000), rounds=1, iterations=1)
     benchmark.extra_info.update(result)
 
 
