@@ -1,18 +1,21 @@
 """One pooled HTTP client per endpoint and transport: HTTP/1.1 on aiohttp by default (async).
 
 Measured per-request client CPU against the stub in another process (uvloop;
-``python -m benchmarks.micro.test_llm_transports``; ms of CPU per request at
-1 / 64 / 1,000 in flight, two runs): HTTP/1.1 on aiohttp 0.92-1.01 / 0.31-0.33 /
-0.38-0.43, 0 errors at 1,000 in flight, all 1,000 held by the server; httpcore
-HTTP/2 with the read fix 1.53-1.57 / 0.60-0.62 / 0.79-1.01, but httpcore puts at
-most 100 streams on a connection and opens no second one while it is usable, so
-900 of 1,000 wait (p50 20 s against a 2 s server); httpcore HTTP/1.1 lanes
-1.18-1.30 / 0.50-0.51 / 0.74-0.81; plain httpx HTTP/1.1 0.99-1.11 / 5.45-6.72 /
-23 with 782 errors of 3,000 at 1,000 in flight (its pool hands one idle
-connection to every waiting request, all but one fail over and go round again).
+``benchmarks/micro/test_llm_transports.py``, ``nox -s bench`` at fb73369; ms of
+CPU per request at 1 / 64 / 1,000 in flight): HTTP/1.1 on aiohttp, requests sent
+straight to aiohttp 1.06 / 0.32 / 0.69, 0 errors at 1,000 in flight, all 1,000
+held by the server; the same session through httpx's client 1.68 / 0.71 / 1.06;
+httpcore HTTP/2 with the read fix 2.89 / 1.51 / 1.88, but httpcore puts at most
+100 streams on a connection and opens no second one while it is usable, so 900
+of 1,000 wait (p50 10 s against a 2 s server); httpcore HTTP/1.1 lanes 2.33 /
+1.22 / 1.52; plain httpx HTTP/1.1 2.21 / 11.3 / 31.8 with 493 errors of 3,000 at
+1,000 in flight (its pool hands one idle connection to every waiting request,
+all but one fail over and go round again). docs/llm-client.md has the table.
 So:
 
-* :data:`DEFAULT_TRANSPORT` is ``aiohttp`` for the async client and HTTP/1.1 on
+* :data:`DEFAULT_TRANSPORT` is ``aiohttp`` for the async client (plain requests
+  skip httpx: :meth:`Endpoint.post`; a wrapped transport, where the bridge
+  records or replays, sees every request through httpx) and HTTP/1.1 on
   httpcore (:class:`AsyncLaneTransport`) for the generated sync twin, which has
   no aiohttp; each endpoint may choose another (``llm.transport`` in the
   workspace's configuration, :class:`HTTPVersion`);
