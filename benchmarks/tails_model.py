@@ -44,19 +44,24 @@ def draw(rng: random.Random) -> Attempt:
     return fault, rng.lognormvariate(math.log(MEDIAN_MS), SIGMA)
 
 
+def alone(fault: str | None, latency: float, attempt: int, rng: random.Random) -> tuple[float, bool]:
+    """``(ms spent, answered)`` of one attempt nobody races: a hang costs the timeout and a backoff,
+    a 429 its latency and Retry-After."""
+    if fault == "hang":
+        return TIMEOUT_MS + rng.uniform(0.0, 500.0 * 2**attempt), False
+    if fault == "429":
+        return latency + RETRY_AFTER_MS, False
+    return latency, True
+
+
 def legacy(rng: random.Random) -> float:
     """Milliseconds one request takes with the legacy client."""
     spent = 0.0
     for attempt in range(ATTEMPTS):
-        fault, latency = draw(rng)
-        if fault == "hang":
-            spent += TIMEOUT_MS + rng.uniform(0.0, 500.0 * 2**attempt)
-            continue
-        spent += latency
-        if fault == "429":
-            spent += RETRY_AFTER_MS
-            continue
-        return spent
+        cost, answered = alone(*draw(rng), attempt, rng)
+        spent += cost
+        if answered:
+            return spent
     return spent
 
 
@@ -86,14 +91,10 @@ class Hedged:
                 ends = [TIMEOUT_MS if f == "hang" else t for t, f in ((first, fault), (copy, copy_fault))]
                 spent += min(ends) + RETRY_AFTER_MS
                 continue
-            if fault == "hang":
-                spent += TIMEOUT_MS + rng.uniform(0.0, 500.0 * 2**attempt)
-                continue
-            spent += latency
-            if fault == "429":
-                spent += RETRY_AFTER_MS
-                continue
-            return spent
+            cost, answered = alone(fault, latency, attempt, rng)
+            spent += cost
+            if answered:
+                return spent
         return spent
 
 
