@@ -4,8 +4,8 @@ Why a direct path beside the httpx transport: per request at one in flight,
 httpx's client and models cost about as much CPU as aiohttp's whole exchange
 (client CPU against the stub in another process: plain aiohttp 0.45 ms,
 httpx on httpx-aiohttp 1.0 ms, httpx on httpcore HTTP/1.1 1.5 ms, the legacy
-client on httpx's sync client 1.0 ms; ``/tmp``-free reproduction in
-``benchmarks/micro/test_llm_transports.py``). The LLM client's plain
+client on httpx's sync client 1.0 ms; the transport table of
+``docs/llm-client.md``, from ``benchmarks/micro/test_llm_transports.py``). The LLM client's plain
 requests go straight to aiohttp (:class:`AiohttpSender`); whoever needs
 httpx's transport interface (the bridge records and replays exchanges there)
 gets :meth:`AiohttpSender.transport`, httpx-aiohttp's ``AiohttpTransport`` on

@@ -8,7 +8,7 @@ held by the server; the same session through httpx's client 1.68 / 0.71 / 1.06;
 httpcore HTTP/2 with the read fix 2.89 / 1.51 / 1.88, but httpcore puts at most
 100 streams on a connection and opens no second one while it is usable, so 900
 of 1,000 wait (p50 10 s against a 2 s server); httpcore HTTP/1.1 lanes 2.33 /
-1.22 / 1.52; plain httpx HTTP/1.1 2.21 / 11.3 / 31.8 with 493 errors of 3,000 at
+1.22 / 1.52; plain httpx HTTP/1.1 2.21 / 11.3 / 31.8 with 493 errors of 1,000 at
 1,000 in flight (its pool hands one idle connection to every waiting request,
 all but one fail over and go round again). docs/llm-client.md has the table.
 So:
