@@ -261,8 +261,13 @@ def overhead(url: str, client: str, n: int) -> dict[str, Any]:
     }
 
 
-def tails(url: str, client: str, in_flight: int, n: int, offset: int = 0) -> dict[str, Any]:
-    """The scaled realistic profile: wall p50 / p99 per LLM request (retries and waits included)."""
+def tails(
+    url: str, client: str, in_flight: int, n: int, offset: int = 0, *, keep_walls: bool = False
+) -> dict[str, Any]:
+    """The scaled realistic profile: wall p50 / p99 per LLM request (retries and waits included).
+
+    ``keep_walls``: also return every request's wall time (``walls_s``), to pool rounds.
+    """
     walls: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -322,6 +327,7 @@ def tails(url: str, client: str, in_flight: int, n: int, offset: int = 0) -> dic
         "errors": len(errors),
         "error_samples": errors[:3],
         **extra,
+        **({"walls_s": walls} if keep_walls else {}),
     }
 
 
@@ -388,6 +394,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests per line")
     parser.add_argument("--only", choices=["cpu", "overhead", "tails"], action="append")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the overhead and tails lines")
+    parser.add_argument("--pooled", action="store_true", help="also the tails of every round pooled")
     parser.add_argument("--transports", default=",".join(TRANSPORTS.values()))
     parser.add_argument("--levels", default="1,64,1000")
     args = parser.parse_args()
@@ -430,15 +437,27 @@ def main() -> None:
         print("\n| client | round | in flight | requests | p50 ms | p99 ms | hedges | errors |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         n = 600 if args.quick else 2000
+        pooled: dict[str, list[float]] = {}
         for round_ in range(args.repeat):
             for client in ("legacy", "async_no_tails", "async"):
                 with stub_process(**TAILS_STUB) as url:
-                    r = tails(url, client, 50, n, offset=round_ * n)
+                    r = tails(url, client, 50, n, offset=round_ * n, keep_walls=args.pooled)
+                pooled.setdefault(client, []).extend(r.pop("walls_s", []))
                 hedges = f"{r['hedges']} ({r['hedge_share'] * 100:.1f}%)" if "hedges" in r else "-"
                 print(
                     f"| {client} | {round_ + 1} | {r['in_flight']} | {r['requests']} | {_fmt(r['wall_p50_ms'], 0)}"
                     f" | {_fmt(r['wall_p99_ms'], 0)} | {hedges} | {r['errors']} |",
                     flush=True,
+                )
+        if args.pooled:
+            print("\n| client | rounds pooled | requests | p50 ms | p99 ms | p99 / legacy |")
+            print("|---|---:|---:|---:|---:|---:|")
+            legacy_p99 = percentile(pooled["legacy"], 0.99)
+            for client, walls in pooled.items():
+                p99 = percentile(walls, 0.99)
+                print(
+                    f"| {client} | {args.repeat} | {len(walls)} | {_fmt(percentile(walls, 0.5) * 1000.0, 0)}"
+                    f" | {_fmt(p99 * 1000.0, 0)} | {p99 / legacy_p99:.3f} |"
                 )
 
 
